@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -26,14 +27,14 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     else:
         raise ValueError(f"expected a duration like 90s, 15m or 2h, got {value!r}")
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+    if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"a duration must be a finite number of seconds >= 0, got {value!r}")
     return seconds
 
 
 def format_duration(seconds: float) -> str:
     """A short human form: `45s`, `12 min`, `3 h 05 min`, `2 d 4 h`."""
-    s = int(round(max(0.0, seconds)))
+    s = round(max(0.0, seconds))
     if s < 60:
         return f"{s}s"
     if s < 3600:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -57,6 +58,16 @@ class FeedPage:
     feed_id: str | None = None
     feed_name: str | None = None
     total_count: int | None = None
+
+
+def usual_gap(recent_times: tuple[int, ...]) -> float | None:
+    """The device's usual gap between messages: the median of its recent gaps, if known."""
+    times = sorted(set(recent_times))
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    if len(gaps) < 2:
+        return None
+    mid = len(gaps) // 2
+    return float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +162,7 @@ class Decision:
     late: bool = False
     first_message: Received | None = None  # what opened it (for "since" and "cancelled")
     open_elsewhere: tuple[str, ...] = ()  # the device's other open incidents' subjects
+    first_notice: bool = False  # a resolution the recipients never heard the opening of
 
 
 class AdminKind(StrEnum):

@@ -100,7 +100,9 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Zurich)")
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Zurich)"
+            ) from None
         return v
 
     @field_validator("spot_base_url")

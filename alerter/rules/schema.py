@@ -220,7 +220,9 @@ class Rule(_Strict):
         """Every tag this rule may notify."""
         return set(self.notify).union(*(e.notify for e in self.escalate))
 
-    def matches_device(self, device_id: str, device_name: str, feed_id: str, feed_name: str) -> bool:
+    def matches_device(
+        self, device_id: str, device_name: str, feed_id: str, feed_name: str
+    ) -> bool:
         """Whether the `device`/`feed` globs (name or id, case-insensitive) admit this device."""
         return _glob_any(self.when.device, (device_id, device_name)) and _glob_any(
             self.when.feed, (feed_id, feed_name)
