@@ -69,3 +69,16 @@ class FakeClock:
         """Advance instead of waiting, and let other tasks run."""
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
+    """Sleep on `clock` until `seconds` pass or `wake` is set."""
+    if seconds <= 0:
+        return
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waiter = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waiter.cancel()

@@ -106,7 +106,7 @@ class When(_Strict):
         given = [k for k in ("type", "battery", "silent_for") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "`when` needs exactly one of `type`, `battery` or `silent_for`"
+                "needs exactly one of `type`, `battery` or `silent_for`"
                 + (f" (found {', '.join(given)})" if given else "")
             )
         if self.tracking is not None and self.silent_for is None:

@@ -1,0 +1,225 @@
+"""Notification targets (an Apprise config file) and sending to one target at a time.
+
+Each URL of the config becomes a Target with a stable id (a hash of the URL: the
+outbox never stores a secret), a masked label for logs and status, its tags, and
+whether it is SMS-sized (it then gets the short form). Sending goes to exactly one
+target per call so the outbox records each target's result and retries only the
+ones that failed.
+
+Masking: Apprise's own `url(privacy=True)` leaves json/form header and query values
+in clear (APPRISE.md), so every query value not known to be harmless is masked too.
+Apprise's per-target throttle (`request_rate_per_sec`, 5.5 s for email) is set to 0:
+a second alert must not wait behind a first one; a refused send is retried by the
+outbox with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import apprise
+import yaml
+from apprise.common import NotifyFormat
+from apprise.config.base import ConfigBase
+
+from alerter.errors import ConfigError, Problem
+from alerter.models import Severity
+
+log = logging.getLogger("alerter.notify")
+
+#: Query keys whose values are settings, not secrets or personal data.
+_SAFE_QUERY = frozenset(
+    {
+        "format", "overflow", "retry", "wait", "optional", "cto", "rto", "method", "mode",
+        "verify", "image", "detect", "silent", "preview", "album", "content", "mdv",
+        "priority", "tz", "batch", "avatar", "footer", "emojis", "discovery",
+    }
+)  # fmt: skip
+#: Targets whose plugin caps a message at this many characters get the SMS form.
+SHORT_FORM_MAX = 500
+#: A tag that asks for the SMS form whatever the plugin.
+SHORT_FORM_TAG = "sms"
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,31}://\S+")
+_TOKENISH = re.compile(r"[A-Za-z0-9_\-:]{16,}")
+_NOTIFY_TYPES = {
+    Severity.CRITICAL: apprise.NotifyType.FAILURE,
+    Severity.WARNING: apprise.NotifyType.WARNING,
+    Severity.INFO: apprise.NotifyType.INFO,
+}
+
+
+def mask_url(url: str) -> str:
+    """A URL safe to print: userinfo and path tokens as Apprise masks them, query values too."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unprintable URL)"
+    query = urlencode(
+        [
+            (k, v if k.lower().lstrip("+-:") in _SAFE_QUERY else "***")
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def mask_text(text: str) -> str:
+    """Library error text with URLs and token-like strings masked."""
+    text = _URL_IN_TEXT.sub(lambda m: m.group(0).split("://")[0] + "://…", text)
+    return _TOKENISH.sub("…", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One notification URL from the Apprise config."""
+
+    id: str
+    label: str
+    tags: frozenset[str]
+    short: bool
+    plugin: Any  # an apprise NotifyBase; Apprise's types are not exported for mypy
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Every target of the Apprise config."""
+
+    targets: tuple[Target, ...] = ()
+    source: str = ""
+
+    def tags(self) -> set[str]:
+        """Every tag some URL carries."""
+        return set().union(*(t.tags for t in self.targets))
+
+    def for_tags(self, tags: Iterable[str], exclude: str | None = None) -> list[Target]:
+        """The targets carrying any of `tags`, each once, in config order."""
+        wanted = set(tags)
+        return [t for t in self.targets if t.tags & wanted and t.id != exclude]
+
+    def get(self, target_id: str) -> Target | None:
+        """A target by id."""
+        return next((t for t in self.targets if t.id == target_id), None)
+
+
+def _target(plugin: Any) -> Target:
+    url = plugin.url(privacy=False)
+    tags = frozenset(str(t) for t in plugin.tags)
+    maxlen = getattr(plugin, "body_maxlen", 0) or 0
+    # Alerts are rare and urgent: never wait behind Apprise's per-target throttle.
+    plugin.request_rate_per_sec = 0
+    return Target(
+        id=hashlib.sha256(url.encode()).hexdigest()[:16],
+        label=mask_url(plugin.url(privacy=True)),
+        tags=tags,
+        short=0 < maxlen <= SHORT_FORM_MAX or SHORT_FORM_TAG in tags,
+        plugin=plugin,
+    )
+
+
+def _entries(content: str, fmt: Any) -> list[tuple[int, str, str]]:
+    """Each URL entry of the config: (line, text alone as a config of the same format, scheme)."""
+    if fmt == "yaml":
+        root = yaml.compose(content, Loader=yaml.SafeLoader)
+        if not isinstance(root, yaml.MappingNode):
+            return []
+        out = []
+        for key, value in root.value:
+            if key.value != "urls" or not isinstance(value, yaml.SequenceNode):
+                continue
+            for item in value.value:
+                data = yaml.safe_load(yaml.serialize(item))
+                url = data if isinstance(data, str) else next(iter(data), "") if data else ""
+                doc = yaml.safe_dump({"version": 1, "urls": [data]})
+                out.append((item.start_mark.line + 1, doc, str(url).split("://")[0]))
+        return out
+    out = []
+    for number, raw in enumerate(content.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;" or "://" not in line:
+            continue
+        out.append((number, line, line.split("=", 1)[-1].split("://")[0].strip()))
+    return out
+
+
+def load_targets(path: Path) -> Targets:
+    """Targets from an Apprise config (YAML or TEXT); ConfigError names each bad URL, masked."""
+    source = str(path)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(source, None, f"cannot read: {exc.strerror}")]) from None
+    fmt_enum = ConfigBase.detect_config_format(content)
+    if not fmt_enum:
+        raise ConfigError([Problem(source, None, "not an Apprise config (YAML or TEXT)")])
+    fmt = fmt_enum.value
+    problems: list[Problem] = []
+    # Apprise logs rejected URLs in clear: capture its log instead of letting it through.
+    with apprise.LogCapture(level=logging.WARNING):  # type: ignore[no-untyped-call]
+        try:
+            entries = _entries(content, fmt)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            raise ConfigError([Problem(source, line, "YAML syntax error")]) from None
+        for line, text, scheme in entries:
+            services, _ = ConfigBase.config_parse(text, config_format=fmt)
+            if not services:
+                problems.append(
+                    Problem(source, line, f"Apprise cannot use this URL: {scheme}://… (masked)")
+                )
+        services, includes = ConfigBase.config_parse(content, config_format=fmt)
+    if includes:
+        problems.append(Problem(source, None, "`include` is not supported: list URLs here"))
+    if not services and not problems:
+        problems.append(Problem(source, None, "no notification URL found"))
+    if problems:
+        raise ConfigError(problems)
+    return Targets(tuple(_target(s) for s in services), source)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """One target's answer."""
+
+    ok: bool
+    error: str = ""
+
+
+class Notifier(Protocol):
+    """Sends one message to one target."""
+
+    async def send(self, target: Target, title: str, body: str, severity: Severity) -> SendResult:
+        """Deliver; never raises for a delivery failure."""
+        ...
+
+
+class AppriseNotifier:
+    """Sends through Apprise 2.x, reading the per-target result."""
+
+    async def send(self, target: Target, title: str, body: str, severity: Severity) -> SendResult:
+        """Deliver to one target; the result carries a masked error on failure."""
+        ap = apprise.Apprise()
+        ap.add(target.plugin)
+        result = await ap.async_notify(
+            body=body,
+            title=title,
+            notify_type=_NOTIFY_TYPES[severity],
+            body_format=NotifyFormat.TEXT,
+        )
+        if result:
+            return SendResult(True)
+        details = [
+            mask_text(str(getattr(entry, "message", entry)))
+            for r in result.results
+            for entry in r.logs()
+        ]
+        status = result.results[0].status.name if result.results else result.status.name
+        return SendResult(False, "; ".join([status, *details[-2:]])[:300])

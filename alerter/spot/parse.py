@@ -1,0 +1,437 @@
+"""Turn a SPOT feed response (bytes) into a `FeedPage`. Pure: no network, no clock.
+
+Quirks handled (see the fixtures in tests/fixtures/ for real examples):
+
+- JSON `messages.message` is a list, or a lone object when the page holds one
+  message (dropping that object could drop a HELP); `messages` may be absent.
+- XML may start with a UTF-8 BOM, whitespace and a comment; `clientUnixTime` is an
+  attribute there and `@clientUnixTime` in JSON.
+- Header counts (`count`, `totalCount`) lie: the messages present are what counts.
+- Errors come as HTTP 200 bodies, `error` as one object or a list: E-0195 is an
+  empty page; E-0160 and "not active" / "password" texts are `FeedConfigFault`;
+  anything else, and anything that is not a SPOT response at all (HTML maintenance
+  pages, truncated or garbage bodies), is `FeedUnavailable`.
+- -99999 latitude/longitude means "no GPS fix"; types stay open strings; a
+  missing `unixTime` is derived from `dateTime` (offset without a colon).
+- One malformed message is skipped with a reason; the rest of the page is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Literal
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from alerter.errors import FeedConfigFault, FeedUnavailable
+from alerter.models import NO_POSITION, FeedPage, Message
+
+__all__ = ["parse_feed", "parse_spot_datetime", "sniff_format"]
+
+logger = logging.getLogger("alerter.spot.parse")
+
+Format = Literal["xml", "json"]
+
+_BOM = b"\xef\xbb\xbf"
+_EXCERPT_LEN = 60
+_MAX_INT64 = 2**63 - 1
+_NO_POSITION_INT = int(NO_POSITION)
+_NO_MESSAGES = "E-0195"
+_FEED_NOT_FOUND = "E-0160"
+
+# Fields mapped onto Message attributes; every other field goes to `extra`.
+_KNOWN_FIELDS = frozenset(
+    {
+        "id", "messengerId", "messengerName", "unixTime", "messageType", "latitude",
+        "longitude", "altitude", "modelId", "batteryState", "messageContent", "dateTime",
+    }
+)  # fmt: skip
+
+# A message field as decoded: XML gives text, JSON any scalar (or, oddly, a container).
+Raw = object
+
+
+def sniff_format(body: bytes) -> Format | None:
+    """Guess the body's format from its first meaningful byte: "xml", "json" or None."""
+    head = body[len(_BOM) :] if body.startswith(_BOM) else body
+    head = head.lstrip()[:1]
+    if head == b"<":
+        return "xml"
+    if head in (b"{", b"["):
+        return "json"
+    return None
+
+
+def parse_spot_datetime(text: str) -> int:
+    """POSIX seconds of a SPOT `dateTime` like 2013-04-02T06:28:03-0700; ValueError if not one."""
+    # %z takes SPOT's colon-less offset (and +HH:MM / Z); a naive time would be a guess.
+    return int(datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S%z").timestamp())
+
+
+def parse_feed(body: bytes, fmt: Format | None = None) -> FeedPage:
+    """Parse a SPOT message or latest response; raise FeedUnavailable or FeedConfigFault."""
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
+    body = body.lstrip()
+    if not body:
+        raise FeedUnavailable("empty body instead of a SPOT response")
+    if _looks_like_html(body):
+        raise FeedUnavailable(f"HTML page instead of a SPOT response: {_excerpt(body)}")
+    if fmt is None:
+        fmt = sniff_format(body)
+        if fmt is None:
+            raise FeedUnavailable(f"neither XML nor JSON: {_excerpt(body)}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FeedUnavailable(f"body is not UTF-8: {_excerpt(body)}") from None
+    if fmt == "json":
+        return _parse_json(text, body)
+    return _parse_xml(text, body)
+
+
+# --- JSON -------------------------------------------------------------------
+
+
+def _parse_json(text: str, body: bytes) -> FeedPage:
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and over-long integer literals.
+        raise FeedUnavailable(f"truncated or invalid JSON: {_excerpt(body)}") from exc
+    response = doc.get("response") if isinstance(doc, dict) else None
+    if not isinstance(response, dict):
+        raise FeedUnavailable(f"JSON without a SPOT 'response' object: {_excerpt(body)}")
+    feed_response = response.get("feedMessageResponse")
+    errors = response.get("errors")
+    if not isinstance(feed_response, dict):
+        if errors is not None:
+            return _classify_errors(list(_json_errors(errors)))
+        raise FeedUnavailable(f"JSON SPOT response without messages or errors: {_excerpt(body)}")
+    if errors is not None:
+        _warn_errors_beside_messages(list(_json_errors(errors)))
+
+    feed = feed_response.get("feed")
+    feed_id = feed_name = None
+    if isinstance(feed, dict):
+        feed_id = _text(feed.get("id"))
+        feed_name = _text(feed.get("name"))
+
+    raws: list[Raw] = []
+    messages = feed_response.get("messages")
+    if isinstance(messages, dict):
+        listed = messages.get("message")
+        if isinstance(listed, list):
+            raws = listed
+        elif listed is not None:
+            raws = [listed]  # the lone-message quirk: an object, not a list
+    elif isinstance(messages, list):
+        raws = messages
+
+    records = (_json_record(raw) for raw in raws)
+    return _build_page(records, feed_id, feed_name, _to_int(feed_response.get("totalCount")))
+
+
+def _json_errors(errors: Raw) -> Iterable[tuple[str | None, str]]:
+    """(code, text) of each error in `errors.error`, an object or a list of them."""
+    items = errors.get("error") if isinstance(errors, dict) else errors
+    if not isinstance(items, list):
+        items = [items]
+    for item in items:
+        if isinstance(item, dict):
+            yield _text(item.get("code")), _text(item.get("text")) or ""
+        elif item is not None:
+            yield None, _text(item) or ""
+
+
+def _json_record(raw: Raw) -> dict[str, Raw] | None:
+    if not isinstance(raw, dict):
+        return None
+    return {(k[1:] if k.startswith("@") else k): v for k, v in raw.items()}
+
+
+# --- XML --------------------------------------------------------------------
+
+
+def _parse_xml(text: str, body: bytes) -> FeedPage:
+    try:
+        root = SafeET.fromstring(text, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise FeedUnavailable(f"XML with a DTD or entities refused: {type(exc).__name__}") from exc
+    except ParseError as exc:
+        raise FeedUnavailable(f"truncated or invalid XML ({exc}): {_excerpt(body)}") from exc
+    if root.tag != "response":
+        raise FeedUnavailable(f"XML root <{_clip(root.tag)}> is not a SPOT response")
+    feed_response = root.find("feedMessageResponse")
+    errors = root.find("errors")
+    if feed_response is None:
+        if errors is not None:
+            return _classify_errors(_xml_errors(errors))
+        raise FeedUnavailable(f"XML SPOT response without messages or errors: {_excerpt(body)}")
+    if errors is not None:
+        _warn_errors_beside_messages(_xml_errors(errors))
+
+    feed = feed_response.find("feed")
+    feed_id = feed_name = None
+    if feed is not None:
+        feed_id = _text(feed.findtext("id"))
+        feed_name = _text(feed.findtext("name"))
+
+    elements: list[Element] = []
+    messages = feed_response.find("messages")
+    if messages is not None:
+        elements = messages.findall("message")
+
+    records = (_xml_record(element) for element in elements)
+    return _build_page(records, feed_id, feed_name, _to_int(feed_response.findtext("totalCount")))
+
+
+def _xml_errors(errors: Element) -> list[tuple[str | None, str]]:
+    return [
+        (_text(error.findtext("code")), _text(error.findtext("text")) or "")
+        for error in errors.iter("error")
+    ]
+
+
+def _xml_record(element: Element) -> dict[str, Raw]:
+    record: dict[str, Raw] = dict(element.attrib)
+    for child in element:
+        record[child.tag] = child.text or ""
+    return record
+
+
+# --- errors -----------------------------------------------------------------
+
+
+def _classify_errors(errors: list[tuple[str | None, str]]) -> FeedPage:
+    """An error body: an empty page for E-0195 alone, else the matching exception."""
+    if not errors:
+        raise FeedUnavailable("SPOT error response without any error")
+    for code, text in errors:
+        lowered = text.lower()
+        if code == _FEED_NOT_FOUND or "not active" in lowered or "password" in lowered:
+            raise FeedConfigFault(code, _clip(text) or "feed refused")
+    for code, text in errors:
+        if code != _NO_MESSAGES and not (code is None and text.lower() == "no messages to display"):
+            raise FeedUnavailable(f"SPOT error {code or '(no code)'}: {_clip(text) or '(no text)'}")
+    return FeedPage()
+
+
+def _warn_errors_beside_messages(errors: Iterable[tuple[str | None, str]]) -> None:
+    # Messages win: they may hold a HELP, and an error beside them is not seen in practice.
+    for code, text in errors:
+        logger.warning("SPOT error %s beside messages, ignored: %s", code, _clip(text))
+
+
+# --- messages ---------------------------------------------------------------
+
+
+def _build_page(
+    records: Iterable[dict[str, Raw] | None],
+    feed_id: str | None,
+    feed_name: str | None,
+    total_count: int | None,
+) -> FeedPage:
+    messages: list[Message] = []
+    skipped: list[str] = []
+    for record in records:
+        result = _to_message(record)
+        if isinstance(result, Message):
+            messages.append(result)
+        else:
+            logger.warning("%s", result)
+            skipped.append(result)
+    return FeedPage(
+        messages=tuple(messages),
+        skipped=tuple(skipped),
+        feed_id=feed_id,
+        feed_name=feed_name,
+        total_count=total_count,
+    )
+
+
+def _to_message(record: Mapping[str, Raw] | None) -> Message | str:
+    """A Message, or the reason the record cannot be one."""
+    if record is None:
+        return "message ?: not an object"
+    raw_id = record.get("id")
+    message_id = _to_int(raw_id)
+    if message_id is not None and message_id < 0:
+        message_id = None
+    messenger_id = _text(record.get("messengerId"))
+    type_text = _text(record.get("messageType"))
+    message_type = type_text.upper() if type_text else None
+    date_time = _text(record.get("dateTime"))
+    unix_time = _to_int(record.get("unixTime"))
+    if (unix_time is None or unix_time <= 0) and date_time is not None:
+        unix_time = _derive_time(date_time)
+
+    if (
+        message_id is None
+        or messenger_id is None
+        or message_type is None
+        or unix_time is None
+        or unix_time <= 0
+    ):
+        return _skip_reason(raw_id, message_id, messenger_id, message_type, unix_time)
+
+    latitude = _to_float(record.get("latitude"))
+    longitude = _to_float(record.get("longitude"))
+    if (
+        latitude is None
+        or longitude is None
+        or not -90.0 <= latitude <= 90.0
+        or not -180.0 <= longitude <= 180.0
+    ):
+        # Covers NO_POSITION (-99999) too: it is out of range in any spelling.
+        latitude = longitude = None
+    altitude = _to_int(record.get("altitude"))
+    battery = _text(record.get("batteryState"))
+    return Message(
+        id=message_id,
+        messenger_id=messenger_id,
+        messenger_name=_text(record.get("messengerName")) or messenger_id,
+        unix_time=unix_time,
+        type=message_type,
+        latitude=latitude,
+        longitude=longitude,
+        altitude=altitude if altitude != _NO_POSITION_INT else None,
+        model_id=_text(record.get("modelId")),
+        battery=battery.upper() if battery else None,
+        content=_text(record.get("messageContent")),
+        date_time=date_time,
+        extra=tuple(
+            sorted(
+                (name, _extra_text(value))
+                for name, value in record.items()
+                if name not in _KNOWN_FIELDS
+            )
+        ),
+    )
+
+
+def _skip_reason(
+    raw_id: Raw,
+    message_id: int | None,
+    messenger_id: str | None,
+    message_type: str | None,
+    unix_time: int | None,
+) -> str:
+    problems: list[str] = []
+    if message_id is None:
+        problems.append("no usable id" if raw_id is None else f"unusable id {_quote(raw_id)}")
+    if messenger_id is None:
+        problems.append("no messengerId")
+    if message_type is None:
+        problems.append("no messageType")
+    if unix_time is None or unix_time <= 0:
+        problems.append("no usable unixTime or dateTime")
+    label = "?" if message_id is None else str(message_id)
+    # The type tells the reader whether a lost HELP is at stake.
+    kind = f" (type {_clip(message_type)})" if message_type else ""
+    return f"message {label}: {', '.join(problems)}{kind}"
+
+
+def _derive_time(date_time: str) -> int | None:
+    try:
+        return parse_spot_datetime(date_time)
+    except (ValueError, OverflowError):
+        return None
+
+
+# --- scalar helpers ---------------------------------------------------------
+
+
+def _text(value: Raw) -> str | None:
+    """A field as stripped text; None when absent, empty or not a scalar."""
+    if isinstance(value, str):
+        return _valid_unicode(value).strip() or None
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def _to_int(value: Raw) -> int | None:
+    """A 64-bit integer field (JSON number or decimal text); None when it is not one."""
+    number: int | None = None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        number = int(value) if value.is_integer() else None
+    elif isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("-", "+") else text
+        # The length cap keeps int() clear of its huge-literal guard.
+        if digits.isascii() and digits.isdigit() and len(digits) <= 20:
+            number = int(text)
+        else:
+            real = _to_float(text)
+            number = int(real) if real is not None and real.is_integer() else None
+    # SQLite stores signed 64-bit integers; anything wider is garbage, not data.
+    return number if number is not None and -_MAX_INT64 <= number <= _MAX_INT64 else None
+
+
+def _to_float(value: Raw) -> float | None:
+    """A finite float field; None when it is missing or not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and value and len(value) <= 40:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _extra_text(value: Raw) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return _valid_unicode(value).strip()
+    if isinstance(value, bool | dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def _valid_unicode(text: str) -> str:
+    # JSON may escape a lone surrogate ("\ud83d"), which no UTF-8 sink downstream accepts.
+    if text.isascii():
+        return text
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def _looks_like_html(body: bytes) -> bool:
+    # Only markup counts: a JSON message may quote "<html" and must not sink its page.
+    if not body.startswith(b"<"):
+        return False
+    head = body[:512].lower()
+    return head.startswith(b"<!doctype html") or (b"<html" in head and b"<response" not in head)
+
+
+def _clip(text: str | None, limit: int = _EXCERPT_LEN) -> str:
+    """Printable, single-spaced, at most `limit` characters."""
+    if not text:
+        return ""
+    clean = " ".join("".join(c if c.isprintable() else " " for c in text[: limit * 4]).split())
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
+def _excerpt(body: bytes) -> str:
+    """A short, sanitized quote of a body for an error message; never the whole body."""
+    return f'"{_clip(body[: _EXCERPT_LEN * 4].decode("utf-8", errors="replace"))}"'
+
+
+def _quote(value: Raw) -> str:
+    return f'"{_clip(str(value), 20)}"'

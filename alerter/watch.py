@@ -1,0 +1,315 @@
+"""Watch: one task schedules every request to SPOT under its limits and stores what comes.
+
+The limits (SPOT_API.md): per feed, at least `poll_interval` between any two requests
+(message pages, paging back and `latest` alike, retries too); between any two requests
+at all, at least `feed_spacing`. Request times are persisted before each request, so a
+restart respects them. Feeds are polled earliest-due first, which staggers them and,
+when `N x spacing > interval`, stretches the cycle evenly.
+
+Catch-up: SPOT serves 50 messages a page, newest first. When page 1 holds only
+messages unseen before it was requested, more may lie beyond it: the feed pages back
+(`start=51`, `101`, ...) until a page reaches a message stored before that request,
+the 7-day edge, or (at first start) the look-back. New messages arriving between two
+requests shift the pages; dedup by id absorbs that, and the sweep only ever moves to
+older positions, so nothing that existed when it started is skipped. On busy feeds the
+sweep also reads back `LATE_OVERLAP`, because late-arriving messages carry old times.
+Page-1 polls alternate with sweep pages so a new HELP is not held up by history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from alerter.backoff import delay_for, exponential
+from alerter.clock import Clock, sleep_or_wake
+from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable, StoreError
+from alerter.models import PAGE_SIZE, FeedPage, Message
+from alerter.settings import FeedConfig, Settings
+from alerter.spot.client import FeedClient
+from alerter.store import Store
+
+log = logging.getLogger("alerter.watch")
+
+#: SPOT keeps 7 days.
+HISTORY = 7 * 86400.0
+#: How far back a busy feed is re-read for messages that reached SPOT late.
+LATE_OVERLAP = 2 * 3600.0
+#: A feed SPOT calls misconfigured is retried this rarely (the admins are told).
+CONFIG_FAULT_RETRY = 15 * 60.0
+
+Kind = Literal["page", "sweep", "latest"]
+
+
+def margin(limit: float) -> float:
+    """Slack over a limit so network jitter never lands two requests too close at SPOT."""
+    return max(0.005, limit * 0.005)
+
+
+@dataclass
+class Cursor:
+    """The watcher's working state for one feed."""
+
+    feed: FeedConfig
+    last_request: float | None = None
+    not_before: float | None = None  # backoff after a failure, or blocked
+    busy: bool = False
+    synced: bool = False  # its history has been read once
+    need_latest: bool = True  # once per process start
+    last_kind: Kind | None = None  # the latest request that succeeded
+    sweep_start: int | None = None  # next offset while paging back
+    sweep_boundary: float | None = None  # messages stored before this end the sweep
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The scheduling facts of one feed (the pure planner's input)."""
+
+    feed_id: str
+    last_request: float | None
+    not_before: float | None
+    busy: bool
+
+
+def plan_next(
+    slots: Sequence[Slot], last_any: float | None, interval: float, spacing: float
+) -> tuple[str, float] | None:
+    """The feed to request next and the earliest time allowed; None if all are busy."""
+    best: tuple[float, int, str] | None = None
+    for order, s in enumerate(slots):
+        if s.busy:
+            continue
+        due = float("-inf") if s.last_request is None else s.last_request + interval
+        if s.last_request is not None:
+            due += margin(interval)
+        if s.not_before is not None:
+            due = max(due, s.not_before)
+        if best is None or (due, order) < best[:2]:
+            best = (due, order, s.feed_id)
+    if best is None:
+        return None
+    at = best[0]
+    if last_any is not None:
+        at = max(at, last_any + spacing + margin(spacing))
+    return best[2], at
+
+
+def next_kind(cur: Cursor) -> tuple[Kind, int | None]:
+    """Which request a feed makes next: page 1 first, `latest` once, sweep pages between."""
+    if cur.last_kind is None:
+        return "page", None
+    if cur.need_latest:
+        return "latest", None
+    if cur.sweep_start is not None and cur.last_kind != "sweep":
+        return "sweep", cur.sweep_start
+    return "page", None
+
+
+class Watcher:
+    """Polls every configured feed within SPOT's limits and stores every message."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: FeedClient,
+        store: Store,
+        clock: Clock,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = store
+        self.clock = clock
+        self.on_change = on_change
+        self.cursors: list[Cursor] = []
+        self.last_any: float | None = None
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._retry_wait = exponential(settings.poll_interval, max(settings.poll_interval, 600))
+
+    def load(self) -> None:
+        """Read every feed's request history from the store (limits hold across restarts)."""
+        now = self.clock.now()
+        for feed in self.settings.feeds:
+            self.store.ensure_feed(feed.id, now)
+        states = self.store.feed_states()
+        self.cursors = []
+        for feed in self.settings.feeds:
+            st = states[feed.id]
+            self.cursors.append(
+                Cursor(
+                    feed=feed,
+                    last_request=st.last_request,
+                    not_before=st.not_before,
+                    synced=st.synced_at is not None,
+                    failures=st.failures,
+                )
+            )
+        self.last_any = self.store.last_request_any()
+        spacing = self.settings.feed_spacing
+        cycle = len(self.cursors) * (spacing + margin(spacing))
+        if cycle > self.settings.poll_interval:
+            log.warning(
+                "%d feeds x %.3gs spacing need %.4gs, more than the %.4gs poll interval: "
+                "each feed will be polled about every %.4gs",
+                len(self.cursors), self.settings.feed_spacing, cycle,
+                self.settings.poll_interval, cycle,
+            )  # fmt: skip
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Schedule requests forever (or until `stop` is set)."""
+        if not self.cursors:
+            self.load()
+        stop = stop or asyncio.Event()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                plan = plan_next(
+                    [Slot(c.feed.id, c.last_request, c.not_before, c.busy) for c in self.cursors],
+                    self.last_any,
+                    self.settings.poll_interval,
+                    self.settings.feed_spacing,
+                )
+                if plan is None:
+                    await self._wake.wait()
+                    continue
+                feed_id, at = plan
+                now = self.clock.now()
+                if at > now:
+                    await sleep_or_wake(self.clock, at - now, self._wake)
+                    continue
+                cursor = next(c for c in self.cursors if c.feed.id == feed_id)
+                self._start(cursor, now)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start(self, cur: Cursor, now: float) -> None:
+        kind, start = next_kind(cur)
+        try:
+            # Persist first: a crash right after sending must not forget this request.
+            self.store.record_request(cur.feed.id, now)
+        except StoreError:
+            log.exception("cannot record a request time; not polling %s", cur.feed.display_name)
+            cur.not_before = now + self.settings.poll_interval
+            return
+        cur.busy = True
+        cur.last_request = now
+        self.last_any = now
+        task = asyncio.create_task(self._request(cur, kind, start, now))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request(self, cur: Cursor, kind: Kind, start: int | None, sent_at: float) -> None:
+        try:
+            page = await self.client.fetch(
+                cur.feed, "latest" if kind == "latest" else "message", start=start
+            )
+            self._succeeded(cur, kind, page, sent_at)
+        except FeedError as exc:
+            self._failed(cur, exc)
+        except StoreError:
+            log.exception("feed %s: cannot store its messages", cur.feed.display_name)
+            cur.not_before = None
+        except Exception:
+            # One unexpected fault must not end the watch; log it with context, carry on.
+            log.exception("feed %s: unexpected error", cur.feed.display_name)
+            self._failed(cur, FeedUnavailable("unexpected error (see log)"))
+        finally:
+            cur.busy = False
+            self._wake.set()
+            self.on_change()
+
+    def _succeeded(self, cur: Cursor, kind: Kind, page: FeedPage, sent_at: float) -> None:
+        now = self.clock.now()
+        fid = cur.feed.id
+        new = self.store.insert_messages(fid, page.messages, now, initial=not cur.synced)
+        self.store.record_success(fid, now, page.feed_name)
+        if cur.failures:
+            log.info("feed %s: recovered after %d failures", cur.feed.display_name, cur.failures)
+        cur.failures = 0
+        cur.not_before = None
+        for m in sorted(new, key=lambda m: (m.unix_time, m.id)):
+            log.info("feed %s: %s", cur.feed.display_name, describe(m))
+        for reason in page.skipped:
+            log.warning("feed %s: skipped %s", cur.feed.display_name, reason)
+        if kind == "latest":
+            cur.need_latest = False
+        elif kind == "page":
+            self._after_page_one(cur, page.messages, sent_at, now)
+        else:
+            self._after_sweep_page(cur, page.messages, now)
+        cur.last_kind = kind
+
+    def _after_page_one(
+        self, cur: Cursor, msgs: Sequence[Message], sent_at: float, now: float
+    ) -> None:
+        full = len({m.id for m in msgs}) >= PAGE_SIZE
+        known = self.store.known_before((m.id for m in msgs), sent_at)
+        oldest = min((m.unix_time for m in msgs), default=now)
+        # All unseen: more may lie beyond. Recent only: late arrivals may lie beyond.
+        if full and (not known or (cur.synced and oldest > now - LATE_OVERLAP)):
+            if cur.sweep_start is None:
+                cur.sweep_boundary = sent_at
+                log.info("feed %s: page 1 is full; paging back", cur.feed.display_name)
+            cur.sweep_start = PAGE_SIZE + 1
+        elif cur.sweep_start is None and not cur.synced:
+            self._synced(cur, now)
+
+    def _after_sweep_page(self, cur: Cursor, msgs: Sequence[Message], now: float) -> None:
+        assert cur.sweep_start is not None
+        assert cur.sweep_boundary is not None
+        oldest = min((m.unix_time for m in msgs), default=0)
+        reached_known = bool(self.store.known_before((m.id for m in msgs), cur.sweep_boundary))
+        if cur.synced:
+            done = reached_known and oldest < now - LATE_OVERLAP
+        else:
+            done = oldest < now - self.settings.first_start_lookback
+        if done or len(msgs) < PAGE_SIZE or oldest < now - HISTORY:
+            log.info(
+                "feed %s: paged back to start=%d; caught up",
+                cur.feed.display_name, cur.sweep_start,
+            )  # fmt: skip
+            cur.sweep_start = None
+            cur.sweep_boundary = None
+            if not cur.synced:
+                self._synced(cur, now)
+        else:
+            cur.sweep_start += PAGE_SIZE
+
+    def _synced(self, cur: Cursor, now: float) -> None:
+        cur.synced = True
+        self.store.mark_synced(cur.feed.id, now)
+
+    def _failed(self, cur: Cursor, exc: FeedError) -> None:
+        now = self.clock.now()
+        cur.failures += 1
+        if isinstance(exc, FeedBlocked):
+            cur.not_before = now + self.settings.blocked_backoff
+        elif isinstance(exc, FeedConfigFault):
+            cur.not_before = now + max(CONFIG_FAULT_RETRY, self.settings.poll_interval)
+        else:
+            cur.not_before = now + delay_for(self._retry_wait, cur.failures)
+        try:
+            self.store.record_failure(cur.feed.id, now, exc.kind, str(exc), cur.not_before)
+        except StoreError:
+            log.exception("cannot record a failure of feed %s", cur.feed.display_name)
+        name = cur.feed.display_name
+        if isinstance(exc, FeedBlocked):
+            log.error("feed %s: %s; next try in %.0fs", name, exc, cur.not_before - now)
+        elif cur.failures == 1:
+            # Log an outage once when it starts; recovery is logged once too.
+            log.warning("feed %s: %s (%s); retrying", name, exc, exc.kind)
+        else:
+            log.debug("feed %s: still failing (%d): %s", name, cur.failures, exc)
+
+
+def describe(m: Message) -> str:
+    """One log line for a message (no secrets: messages carry none)."""
+    where = f"{m.latitude:.5f},{m.longitude:.5f}" if m.has_position else "no GPS fix"
+    return f"{m.messenger_name} ({m.messenger_id}) {m.type} at {m.unix_time} {where} id={m.id}"
