@@ -195,15 +195,19 @@ class _Run:
             if not rule.matches_device(device.id, device.name, rec.feed_id, feed_name):
                 continue
             trigger = rule.when.trigger
-            if trigger is Trigger.TYPE and m.type in rule.when.types:
+            if trigger in (Trigger.TYPE, Trigger.UNKNOWN) and self.fires(rule, m.type):
                 if rule.opens_incidents:
                     self.on_event(index, rule, rec, device)
                 else:
                     self.on_resolver(rule, rec, device)
-            elif trigger is Trigger.UNKNOWN and self.rules.is_unknown_type(m.type):
-                self.on_event(index, rule, rec, device)
             elif trigger is Trigger.BATTERY and m.battery is not None:
                 self.on_battery(rule, rec, device)
+
+    def fires(self, rule: Rule, message_type: str) -> bool:
+        """Whether an event rule fires on this message type."""
+        if rule.when.trigger is Trigger.UNKNOWN:
+            return self.rules.is_unknown_type(message_type)
+        return message_type in rule.when.types
 
     def on_event(self, index: int, rule: Rule, rec: Received, device: Device) -> None:
         m = rec.message
@@ -214,7 +218,7 @@ class _Run:
             return  # history from before the service watched this feed
         inc = self.open_.get((device.id, rule.name))
         if inc is not None:
-            self.on_repeat(rule, inc, rec, device)
+            self.on_repeat(index, rule, inc, rec, device)
             return
         if any(
             r.started_at <= m.unix_time <= (r.resolved_at or r.started_at)
@@ -222,32 +226,41 @@ class _Run:
         ):
             return  # a late copy of an incident already dealt with
         cancel = self.cancelled_after(index, rule, rec, device)
+        if cancel is not None and any(
+            r.resolved_at is not None and m.unix_time <= r.resolved_at <= cancel[0]
+            for r in self.resolved.get((device.id, rule.name), ())
+        ):
+            return  # an older copy of an incident whose cancel was already told
         late = self.is_late(rec)
         inc = self.new_incident(
             device, rule, m.unix_time, first_message_id=m.id, last_message_id=m.id, late=late
         )
         if cancel is not None:
-            cancel_time, cancel_id = cancel
+            cancel_time, cancel_rec = cancel
             inc = dataclasses.replace(
                 inc,
                 state=IncidentState.RESOLVED,
                 resolved_at=cancel_time,
-                resolved_by_message_id=cancel_id,
+                resolved_by_message_id=cancel_rec.message.id if cancel_rec else None,
             )
             if rec.initial:
                 self.save(inc)  # cancelled before the service first looked: history
                 return
             resolver = self.rules.resolvers_of(rule.name)[0]
-            tags = tuple(dict.fromkeys((*rule.notify, *resolver.notify))) if resolver.notify else ()
+            tags = tuple(dict.fromkeys((*rule.notify, *resolver.notify)))
             inc = dataclasses.replace(inc, last_notified_at=self.now if tags else None)
+            # The cancel is the message behind a resolution (the HELP is `first_message`).
             self.decide(
-                Reason.RESOLVED, rule, inc, device, rec, tags, late=late, first_notice=True
-            )
+                Reason.RESOLVED, rule, inc, device, cancel_rec or rec, tags,
+                late=late, first_notice=True,
+            )  # fmt: skip
             return
         inc = dataclasses.replace(inc, last_notified_at=self.now)
         self.decide(Reason.OPENED, rule, inc, device, rec, rule.notify, late=late)
 
-    def on_repeat(self, rule: Rule, inc: Incident, rec: Received, device: Device) -> None:
+    def on_repeat(
+        self, index: int, rule: Rule, inc: Incident, rec: Received, device: Device
+    ) -> None:
         m = rec.message
         if m.unix_time <= inc.updated_at:
             return  # an older copy: the incident already shows newer news
@@ -255,17 +268,23 @@ class _Run:
             rule.updates is not None
             and inc.last_notified_at is not None
             and self.now - inc.last_notified_at >= rule.updates
+            # Several repeats in one batch (after downtime): the newest carries the update.
+            and not any(
+                b.message.messenger_id == device.id and self.fires(rule, b.message.type)
+                for b in self.batch[index + 1 :]
+            )
         )
         inc = dataclasses.replace(inc, updated_at=m.unix_time, last_message_id=m.id)
+        late = self.is_late(rec)
         if not due:
-            self.decide(Reason.UPDATED, rule, inc, device, rec, ())
+            self.decide(Reason.UPDATED, rule, inc, device, rec, (), late=late)
             return
         inc = dataclasses.replace(inc, updates=inc.updates + 1, last_notified_at=self.now)
-        self.decide(Reason.UPDATED, rule, inc, device, rec, recipients(rule, inc))
+        self.decide(Reason.UPDATED, rule, inc, device, rec, recipients(rule, inc), late=late)
 
     def cancelled_after(
         self, index: int, rule: Rule, rec: Received, device: Device
-    ) -> tuple[float, int | None] | None:
+    ) -> tuple[float, Received | None] | None:
         """A resolver's message for this device later than `rec`: in this batch, or stored."""
         resolvers = self.rules.resolvers_of(rule.name)
         types = {t for r in resolvers for t in r.when.types}
@@ -275,7 +294,7 @@ class _Run:
         for later in self.batch[index + 1 :]:
             lm = later.message
             if lm.messenger_id == device.id and lm.type in types and lm.unix_time >= t:
-                return float(lm.unix_time), lm.id
+                return float(lm.unix_time), later
         stored = [device.last_by_type.get(ty, 0) for ty in types]
         newest = max(stored, default=0)
         # A stored cancel newer than this message, already processed before this batch.
@@ -283,7 +302,15 @@ class _Run:
             b.message.messenger_id == device.id and b.message.unix_time == newest
             for b in self.batch
         ):
-            return float(newest), None
+            known = (
+                r
+                for r in (device.last, *self.messages.values())
+                if r is not None
+                and r.message.messenger_id == device.id
+                and r.message.type in types
+                and r.message.unix_time == newest
+            )
+            return float(newest), next(known, None)
         return None
 
     def on_resolver(self, rule: Rule, rec: Received, device: Device) -> None:
@@ -299,29 +326,32 @@ class _Run:
                 resolved_at=float(m.unix_time),
                 resolved_by_message_id=m.id,
             )
+            # Whoever heard of the incident hears it is over, whatever the resolver's
+            # own `notify` (`stop` resolves a stale-track silently only if none was sent).
             tags = (
-                tuple(dict.fromkeys((*rule.notify, *recipients(target, inc))))
-                if rule.notify and not rec.initial
-                else ()
+                ()
+                if rec.initial
+                else tuple(dict.fromkeys((*rule.notify, *recipients(target, inc))))
             )
             self.decide(Reason.RESOLVED, target, inc, device, rec, tags, late=self.is_late(rec))
 
     def on_battery(self, rule: Rule, rec: Received, device: Device) -> None:
         m = rec.message
         inc = self.open_.get((device.id, rule.name))
+        late = self.is_late(rec)
         if m.battery == "LOW":
             if inc is not None:
                 if m.unix_time > inc.updated_at:
                     inc = dataclasses.replace(inc, updated_at=m.unix_time, last_message_id=m.id)
-                    self.decide(Reason.UPDATED, rule, inc, device, rec, ())
+                    self.decide(Reason.UPDATED, rule, inc, device, rec, (), late=late)
                 return
             if rec.initial:
                 return
             inc = self.new_incident(
                 device, rule, m.unix_time, first_message_id=m.id, last_message_id=m.id,
-                last_notified_at=self.now,
+                last_notified_at=self.now, late=late,
             )  # fmt: skip
-            self.decide(Reason.OPENED, rule, inc, device, rec, rule.notify)
+            self.decide(Reason.OPENED, rule, inc, device, rec, rule.notify, late=late)
         elif inc is not None and m.unix_time > inc.updated_at:
             inc = dataclasses.replace(
                 inc,
@@ -330,7 +360,7 @@ class _Run:
                 resolved_by_message_id=m.id,
             )
             tags = () if rec.initial else recipients(rule, inc)
-            self.decide(Reason.RESOLVED, rule, inc, device, rec, tags)
+            self.decide(Reason.RESOLVED, rule, inc, device, rec, tags, late=late)
 
     # -- conditions and the clock -------------------------------------------
 
@@ -346,17 +376,21 @@ class _Run:
         m = last.message
         inc = self.open_.get((device.id, rule.name))
         if inc is not None:
-            if m.unix_time > inc.started_at:
-                inc = dataclasses.replace(
-                    inc,
-                    state=IncidentState.RESOLVED,
-                    resolved_at=float(m.unix_time),
-                    resolved_by_message_id=m.id,
-                    updated_at=float(m.unix_time),
-                    last_message_id=m.id,
-                )
-                self.decide(Reason.RESOLVED, rule, inc, device, last, recipients(rule, inc))
-            return None
+            if m.unix_time <= inc.started_at:
+                return None  # still silent, and already said so
+            inc = dataclasses.replace(
+                inc,
+                state=IncidentState.RESOLVED,
+                resolved_at=float(m.unix_time),
+                resolved_by_message_id=m.id,
+                updated_at=float(m.unix_time),
+                last_message_id=m.id,
+            )
+            self.decide(
+                Reason.RESOLVED, rule, inc, device, last, recipients(rule, inc),
+                late=self.is_late(last),
+            )  # fmt: skip
+            # Back in contact: the next silence counts from this message (and sets next_due).
         if m.type not in rule.when.tracking_types:
             return None  # tracking ended on purpose, or never began
         if last.initial and m.unix_time < last.received_at - self.cfg.lookback:
@@ -367,9 +401,7 @@ class _Run:
         due = m.unix_time + threshold
         if self.now < due:
             return due
-        if any(
-            r.started_at == m.unix_time for r in self.resolved.get((device.id, rule.name), ())
-        ):
+        if any(r.started_at == m.unix_time for r in self.resolved.get((device.id, rule.name), ())):
             return None  # this very silence was already alerted and closed
         inc = self.new_incident(
             device, rule, float(m.unix_time), first_message_id=m.id, last_message_id=m.id,
@@ -389,9 +421,8 @@ class _Run:
             step = rule.escalate[inc.escalation]
             if self.now < inc.opened_at + step.after:
                 break
-            inc = dataclasses.replace(
-                inc, escalation=inc.escalation + 1, last_notified_at=self.now
-            )
+            # Not a notification of the incident's own circle: its reminders keep their pace.
+            inc = dataclasses.replace(inc, escalation=inc.escalation + 1)
             self.decide(Reason.ESCALATED, rule, inc, device, last, step.notify)
         if (
             rule.repeat is not None

@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,6 +50,8 @@ SHORT_FORM_MAX = 500
 SHORT_FORM_TAG = "sms"
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,31}://\S+")
 _TOKENISH = re.compile(r"[A-Za-z0-9_\-:]{16,}")
+# A TEXT line is `[tags=]scheme://...` (Apprise's own pattern); a YAML entry is the URL alone.
+_ENTRY_SCHEME = re.compile(r"^\s*(?:[\w,:\- \t]*=)?\s*([a-z0-9]{1,32})://", re.IGNORECASE)
 _NOTIFY_TYPES = {
     Severity.CRITICAL: apprise.NotifyType.FAILURE,
     Severity.WARNING: apprise.NotifyType.WARNING,
@@ -56,11 +60,17 @@ _NOTIFY_TYPES = {
 
 
 def mask_url(url: str) -> str:
-    """A URL safe to print: userinfo and path tokens as Apprise masks them, query values too."""
+    """A URL safe to print: password, token-like path parts and query values masked.
+
+    Meant for `url(privacy=True)` (Apprise masks the tokens it knows but not json/form
+    header or query values); a raw URL still loses its password and long tokens.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "(unprintable URL)"
+    user, at, host = parts.netloc.rpartition("@")
+    netloc = f"{user.split(':', 1)[0]}:****@{host}" if at and ":" in user else parts.netloc
     query = urlencode(
         [
             (k, v if k.lower().lstrip("+-:") in _SAFE_QUERY else "***")
@@ -68,7 +78,9 @@ def mask_url(url: str) -> str:
         ],
         safe="*",
     )
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    return urlunsplit(
+        (parts.scheme, _TOKENISH.sub("…", netloc), _TOKENISH.sub("…", parts.path), query, "")
+    )
 
 
 def mask_text(text: str) -> str:
@@ -110,18 +122,56 @@ class Targets:
 
 
 def _target(plugin: Any) -> Target:
-    url = plugin.url(privacy=False)
+    # url() alone can be the bare scheme (custom schemes) and url_id() ignores the query
+    # (json header values): together they tell targets apart, stably across reloads.
+    url = f"{plugin.url(privacy=False)} {plugin.url_id()}"
+    label = mask_url(plugin.url(privacy=True))
+    if not urlsplit(label).netloc:
+        label = f"{urlsplit(label).scheme}://{plugin.url_id()}"
     tags = frozenset(str(t) for t in plugin.tags)
     maxlen = getattr(plugin, "body_maxlen", 0) or 0
     # Alerts are rare and urgent: never wait behind Apprise's per-target throttle.
     plugin.request_rate_per_sec = 0
     return Target(
         id=hashlib.sha256(url.encode()).hexdigest()[:16],
-        label=mask_url(plugin.url(privacy=True)),
+        label=label,
         tags=tags,
         short=0 < maxlen <= SHORT_FORM_MAX or SHORT_FORM_TAG in tags,
         plugin=plugin,
     )
+
+
+def _scheme(entry: str) -> str:
+    """The scheme of a config entry, and never any other part of it (the rest may be secret)."""
+    m = _ENTRY_SCHEME.match(entry)
+    return m.group(1) if m else ""
+
+
+class _ThisThreadOnly(logging.Filter):
+    """Drops the records of the thread that created it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.ident
+
+
+@contextmanager
+def _apprise_silenced() -> Iterator[None]:
+    """Keep Apprise's config parser quiet: it logs a rejected entry in clear, secrets and all.
+
+    Only this thread's records are dropped: sends running meanwhile in worker threads
+    still log their failures.
+    """
+    logger = logging.getLogger("apprise")
+    only_here = _ThisThreadOnly()
+    logger.addFilter(only_here)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_here)
 
 
 def _entries(content: str, fmt: Any) -> list[tuple[int, str, str]]:
@@ -138,14 +188,14 @@ def _entries(content: str, fmt: Any) -> list[tuple[int, str, str]]:
                 data = yaml.safe_load(yaml.serialize(item))
                 url = data if isinstance(data, str) else next(iter(data), "") if data else ""
                 doc = yaml.safe_dump({"version": 1, "urls": [data]})
-                out.append((item.start_mark.line + 1, doc, str(url).split("://")[0]))
+                out.append((item.start_mark.line + 1, doc, _scheme(str(url))))
         return out
     out = []
     for number, raw in enumerate(content.splitlines(), start=1):
         line = raw.strip()
         if not line or line[0] in "#;" or "://" not in line:
             continue
-        out.append((number, line, line.split("=", 1)[-1].split("://")[0].strip()))
+        out.append((number, line, _scheme(line)))
     return out
 
 
@@ -161,8 +211,7 @@ def load_targets(path: Path) -> Targets:
         raise ConfigError([Problem(source, None, "not an Apprise config (YAML or TEXT)")])
     fmt = fmt_enum.value
     problems: list[Problem] = []
-    # Apprise logs rejected URLs in clear: capture its log instead of letting it through.
-    with apprise.LogCapture(level=logging.WARNING):  # type: ignore[no-untyped-call]
+    with _apprise_silenced():
         try:
             entries = _entries(content, fmt)
         except yaml.YAMLError as exc:
@@ -172,9 +221,8 @@ def load_targets(path: Path) -> Targets:
         for line, text, scheme in entries:
             services, _ = ConfigBase.config_parse(text, config_format=fmt)
             if not services:
-                problems.append(
-                    Problem(source, line, f"Apprise cannot use this URL: {scheme}://… (masked)")
-                )
+                what = f"this URL: {scheme}://…" if scheme else "this entry"
+                problems.append(Problem(source, line, f"Apprise cannot use {what} (masked)"))
         services, includes = ConfigBase.config_parse(content, config_format=fmt)
     if includes:
         problems.append(Problem(source, None, "`include` is not supported: list URLs here"))
@@ -182,7 +230,18 @@ def load_targets(path: Path) -> Targets:
         problems.append(Problem(source, None, "no notification URL found"))
     if problems:
         raise ConfigError(problems)
-    return Targets(tuple(_target(s) for s in services), source)
+    merged: dict[str, Target] = {}
+    for service in services:
+        target = _target(service)
+        seen = merged.get(target.id)
+        # One URL listed twice (under `rescue` and under `admin`, say) is one recipient: one
+        # target with both tags, or an alert for both tags would reach it twice.
+        merged[target.id] = (
+            target
+            if seen is None
+            else replace(seen, tags=seen.tags | target.tags, short=seen.short or target.short)
+        )
+    return Targets(tuple(merged.values()), source)
 
 
 @dataclass(frozen=True, slots=True)

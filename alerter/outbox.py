@@ -82,10 +82,16 @@ class Sender:
         due = self.store.due_deliveries(now)
         due.sort(key=lambda d: (d.target, d.notification_id))
         by_target = groupby(due, key=lambda d: d.target)
+        # Every target's run finishes before this returns or raises: a send still in flight
+        # after an error would be sent again by the next pass (a duplicate to that target).
         results = await asyncio.gather(
-            *(self._deliver_target(target, list(ds)) for target, ds in by_target)
+            *(self._deliver_target(target, list(ds)) for target, ds in by_target),
+            return_exceptions=True,
         )
-        return sum(results)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return sum(r for r in results if isinstance(r, int))
 
     async def _deliver_target(self, target_id: str, deliveries: list[Delivery]) -> int:
         sent = 0

@@ -161,11 +161,11 @@ class Service:
             resolution=d.reason is Reason.RESOLVED,
         )
 
-    def process(self) -> float | None:
-        """One engine cycle, committed atomically; returns when the clock next matters."""
+    def process(self) -> Evaluation:
+        """One engine cycle, committed atomically (`next_due`: when the clock next matters)."""
         result, outgoing, now = self.evaluate_now()
         if not result.decisions and not result.processed:
-            return result.next_due
+            return result
         events = [
             EngineEvent(
                 incident_id=d.incident.id or 0,
@@ -187,7 +187,7 @@ class Service:
             log.info("%s", describe_decision(d))
         if outgoing:
             self.sender.wake.set()
-        return result.next_due
+        return result
 
     def check_feeds(self) -> None:
         """Tell the admins when a feed starts failing or is blocked, and when it recovers."""
@@ -244,7 +244,7 @@ class Service:
         while not self.stop_event.is_set():
             self.changed.clear()
             try:
-                next_due = self.process()
+                next_due = self.process().next_due
                 self.check_feeds()
             except AlerterError:
                 log.exception("processing failed; retrying")
@@ -273,6 +273,7 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.store.set_meta("started_at", repr(self.started_at))
         log.info(
             "watching %d feeds every %.4gs (spacing %.4gs); %d rules; %d targets",
             len(self.settings.feeds), self.settings.poll_interval, self.settings.feed_spacing,

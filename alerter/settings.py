@@ -14,17 +14,15 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from alerter.durations import parse_duration
 from alerter.errors import ConfigError, Problem
 
-OFFICIAL_BASE_URL = (
-    "https://api.findmespot.com/spot-main-web/consumer/rest-api/2.0/public/feed"
-)
+OFFICIAL_BASE_URL = "https://api.findmespot.com/spot-main-web/consumer/rest-api/2.0/public/feed"
 #: SPOT's own limits: never closer on its host, whatever the settings say.
 OFFICIAL_MIN_INTERVAL = 150.0
 OFFICIAL_MIN_SPACING = 2.0
@@ -69,7 +67,12 @@ class Settings(BaseSettings):
     """Every `ALERTER_*` setting (PRODUCT.md, Settings); `.env.example` documents each."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ALERTER_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="ALERTER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # `ALERTER_PUBLIC_URL=` in .env means "not set", not an empty URL.
+        env_ignore_empty=True,
     )
 
     feeds: list[FeedConfig] = Field(default_factory=list)
@@ -112,12 +115,38 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return v.rstrip("/")
 
-    @field_validator("poll_interval", "feed_spacing", "request_timeout")
+    @field_validator(
+        "poll_interval",
+        "feed_spacing",
+        "request_timeout",
+        "blocked_backoff",
+        "feed_failing_after",
+        "delivery_failing_after",
+    )
     @classmethod
     def _positive(cls, v: float) -> float:
         if v <= 0:
             raise ValueError("must be more than 0 seconds")
         return v
+
+    @field_validator("poll_interval", "feed_spacing")
+    @classmethod
+    def _spot_limits(cls, v: float, info: ValidationInfo) -> float:
+        floor = (
+            OFFICIAL_MIN_INTERVAL if info.field_name == "poll_interval" else OFFICIAL_MIN_SPACING
+        )
+        if is_official_host(info.data.get("spot_base_url", OFFICIAL_BASE_URL)) and v < floor:
+            what = "per feed" if info.field_name == "poll_interval" else "between requests"
+            raise ValueError(
+                f"{v:g}s is below SPOT's limit of {floor:g}s {what}; polling faster gets "
+                "the feed blocked"
+            )
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
     @field_validator("feeds")
     @classmethod
@@ -126,21 +155,6 @@ class Settings(BaseSettings):
         if len(set(ids)) != len(ids):
             raise ValueError("a feed id is listed twice")
         return v
-
-    @model_validator(mode="after")
-    def _spot_limits(self) -> Settings:
-        if is_official_host(self.spot_base_url):
-            if self.poll_interval < OFFICIAL_MIN_INTERVAL:
-                raise ValueError(
-                    f"ALERTER_POLL_INTERVAL {self.poll_interval:g}s is below SPOT's limit of "
-                    f"{OFFICIAL_MIN_INTERVAL:g}s per feed; polling faster gets the feed blocked"
-                )
-            if self.feed_spacing < OFFICIAL_MIN_SPACING:
-                raise ValueError(
-                    f"ALERTER_FEED_SPACING {self.feed_spacing:g}s is below SPOT's limit of "
-                    f"{OFFICIAL_MIN_SPACING:g}s between requests"
-                )
-        return self
 
     @property
     def zone(self) -> ZoneInfo:

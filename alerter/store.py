@@ -231,6 +231,11 @@ _INCIDENT_COLUMNS = (
 )
 
 
+_INCIDENT_UPDATE = ", ".join(
+    f"{col} = excluded.{col}" for col in _INCIDENT_COLUMNS.replace(" ", "").split(",")[1:]
+)
+
+
 def _received(row: sqlite3.Row) -> Received:
     extra = json.loads(row["extra"])
     msg = Message(
@@ -287,6 +292,7 @@ class Store:
     @classmethod
     def open(cls, path: Path) -> Store:
         """Open (creating, 0700 directory) and migrate the database at `path`."""
+        conn: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fresh = not path.exists()
@@ -300,7 +306,12 @@ class Store:
             conn.execute("PRAGMA busy_timeout=5000")
             store = cls(conn, path)
             store._migrate()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            # A refused database (e.g. a newer schema) must not leave its connection open.
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open the state database {path}: {exc}") from exc
         return store
 
@@ -354,6 +365,11 @@ class Store:
         """Store a service-level value."""
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def delete_meta(self, key: str) -> None:
+        """Forget a service-level value."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     # -- feeds --------------------------------------------------------------
 
@@ -588,9 +604,12 @@ class Store:
     ) -> None:
         """The engine's output, the messages' processed marks and the outbox rows, atomically."""
         with self.transaction() as c:
+            # An upsert, not INSERT OR REPLACE: REPLACE would also settle a clash on
+            # `incidents_one_open` by deleting the other open incident, silently.
             c.executemany(
-                f"INSERT OR REPLACE INTO incidents({_INCIDENT_COLUMNS}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO incidents({_INCIDENT_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT(id) DO UPDATE SET {_INCIDENT_UPDATE}",
                 [
                     (
                         i.id, i.device_id, i.rule, i.state.value, i.started_at, i.opened_at,

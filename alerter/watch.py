@@ -2,8 +2,11 @@
 
 The limits (SPOT_API.md): per feed, at least `poll_interval` between any two requests
 (message pages, paging back and `latest` alike, retries too); between any two requests
-at all, at least `feed_spacing`. Request times are persisted before each request, so a
-restart respects them. Feeds are polled earliest-due first, which staggers them and,
+at all, at least `feed_spacing`. SPOT sees a request some time after it is sent (a new
+connection's TCP and TLS handshakes come first), and before it answers; so both limits
+count from a request's answer (or failure) once it is in, and from its sending while it
+is in flight. Request times are persisted before each request and again at its end, so
+a restart respects them. Feeds are polled earliest-due first, which staggers them and,
 when `N x spacing > interval`, stretches the cycle evenly.
 
 Catch-up: SPOT serves 50 messages a page, newest first. When page 1 holds only
@@ -13,7 +16,9 @@ the 7-day edge, or (at first start) the look-back. New messages arriving between
 requests shift the pages; dedup by id absorbs that, and the sweep only ever moves to
 older positions, so nothing that existed when it started is skipped. On busy feeds the
 sweep also reads back `LATE_OVERLAP`, because late-arriving messages carry old times.
-Page-1 polls alternate with sweep pages so a new HELP is not held up by history.
+Page-1 polls alternate with sweep pages so a new HELP is not held up by history. A
+sweep's boundary is persisted, so one cut short by a restart or a crash resumes from
+`start=51`. A page's malformed (skipped) messages still count towards its 50.
 """
 
 from __future__ import annotations
@@ -140,15 +145,19 @@ class Watcher:
         self.cursors = []
         for feed in self.settings.feeds:
             st = states[feed.id]
-            self.cursors.append(
-                Cursor(
-                    feed=feed,
-                    last_request=st.last_request,
-                    not_before=st.not_before,
-                    synced=st.synced_at is not None,
-                    failures=st.failures,
-                )
+            cur = Cursor(
+                feed=feed,
+                last_request=st.last_request,
+                not_before=st.not_before,
+                synced=st.synced_at is not None,
+                failures=st.failures,
             )
+            boundary = self.store.get_meta(_sweep_key(feed.id))
+            if boundary:
+                # A sweep was cut short: pages shifted since, so it restarts at 51.
+                cur.sweep_start, cur.sweep_boundary = PAGE_SIZE + 1, float(boundary)
+                log.info("feed %s: resuming an unfinished catch-up", feed.display_name)
+            self.cursors.append(cur)
         self.last_any = self.store.last_request_any()
         spacing = self.settings.feed_spacing
         cycle = len(self.cursors) * (spacing + margin(spacing))
@@ -165,6 +174,9 @@ class Watcher:
         if not self.cursors:
             self.load()
         stop = stop or asyncio.Event()
+        # Setting `stop` ends a wait at once, however far the next request lies.
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(lambda _: self._wake.set())
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -185,6 +197,7 @@ class Watcher:
                 cursor = next(c for c in self.cursors if c.feed.id == feed_id)
                 self._start(cursor, now)
         finally:
+            stopper.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -221,14 +234,31 @@ class Watcher:
             log.exception("feed %s: unexpected error", cur.feed.display_name)
             self._failed(cur, FeedUnavailable("unexpected error (see log)"))
         finally:
+            self._ended(cur)
             cur.busy = False
             self._wake.set()
             self.on_change()
 
+    def _ended(self, cur: Cursor) -> None:
+        """Count both limits from now: SPOT saw the request, if at all, before it ended."""
+        done = self.clock.now()
+        cur.last_request = max(done, cur.last_request or done)
+        self.last_any = max(done, self.last_any or done)
+        try:
+            self.store.record_request(cur.feed.id, cur.last_request)
+        except StoreError:
+            log.exception("cannot record a request time of %s", cur.feed.display_name)
+
     def _succeeded(self, cur: Cursor, kind: Kind, page: FeedPage, sent_at: float) -> None:
         now = self.clock.now()
         fid = cur.feed.id
-        new = self.store.insert_messages(fid, page.messages, now, initial=not cur.synced)
+        initial = not cur.synced
+        sweep = self._page_one_sweep(cur, page, sent_at, now) if kind == "page" else None
+        if sweep is not None:
+            # Persisted before the page is stored: a crash in between must not leave
+            # the page known and the rest of the overflow forgotten.
+            self.store.set_meta(_sweep_key(fid), repr(sweep))
+        new = self.store.insert_messages(fid, page.messages, now, initial=initial)
         self.store.record_success(fid, now, page.feed_name)
         if cur.failures:
             log.info("feed %s: recovered after %d failures", cur.feed.display_name, cur.failures)
@@ -241,42 +271,61 @@ class Watcher:
         if kind == "latest":
             cur.need_latest = False
         elif kind == "page":
-            self._after_page_one(cur, page.messages, sent_at, now)
+            if sweep is not None:
+                if cur.sweep_start is None:
+                    log.info("feed %s: page 1 is full; paging back", cur.feed.display_name)
+                cur.sweep_start, cur.sweep_boundary = PAGE_SIZE + 1, sweep
+            elif cur.sweep_start is None and not cur.synced:
+                self._synced(cur, now)
         else:
-            self._after_sweep_page(cur, page.messages, now)
+            self._after_sweep_page(cur, page, now)
         cur.last_kind = kind
 
-    def _after_page_one(
-        self, cur: Cursor, msgs: Sequence[Message], sent_at: float, now: float
-    ) -> None:
-        full = len({m.id for m in msgs}) >= PAGE_SIZE
+    def _page_one_sweep(
+        self, cur: Cursor, page: FeedPage, sent_at: float, now: float
+    ) -> float | None:
+        """The boundary of the sweep page 1 (re)starts (before it is stored), or None."""
+        msgs = page.messages
+        if _records(page) < PAGE_SIZE:
+            return None
         known = self.store.known_before((m.id for m in msgs), sent_at)
+        if not known:
+            # All unseen: more may lie beyond. New arrivals shifted a sweep in progress
+            # past messages it has not read: restart it at 51, keeping its boundary.
+            return sent_at if cur.sweep_boundary is None else cur.sweep_boundary
+        if cur.sweep_start is not None:
+            return None  # a sweep is under way; page 1 holds nothing new
         oldest = min((m.unix_time for m in msgs), default=now)
-        # All unseen: more may lie beyond. Recent only: late arrivals may lie beyond.
-        if full and (not known or (cur.synced and oldest > now - LATE_OVERLAP)):
-            if cur.sweep_start is None:
-                cur.sweep_boundary = sent_at
-                log.info("feed %s: page 1 is full; paging back", cur.feed.display_name)
-            cur.sweep_start = PAGE_SIZE + 1
-        elif cur.sweep_start is None and not cur.synced:
-            self._synced(cur, now)
+        if cur.synced and oldest > now - LATE_OVERLAP:
+            return sent_at  # recent only: late arrivals may lie beyond
+        if not cur.synced and oldest >= now - self.settings.first_start_lookback:
+            return sent_at  # a first sync cut short (a restart): read the rest
+        return None
 
-    def _after_sweep_page(self, cur: Cursor, msgs: Sequence[Message], now: float) -> None:
+    def _after_sweep_page(self, cur: Cursor, page: FeedPage, now: float) -> None:
         assert cur.sweep_start is not None
         assert cur.sweep_boundary is not None
-        oldest = min((m.unix_time for m in msgs), default=0)
+        msgs = page.messages
+        oldest = min((m.unix_time for m in msgs), default=None)
         reached_known = bool(self.store.known_before((m.id for m in msgs), cur.sweep_boundary))
-        if cur.synced:
+        if oldest is None:
+            done = False  # nothing usable: only the page's size can end the sweep
+        elif cur.synced:
             done = reached_known and oldest < now - LATE_OVERLAP
         else:
             done = oldest < now - self.settings.first_start_lookback
-        if done or len(msgs) < PAGE_SIZE or oldest < now - HISTORY:
+        if (
+            done
+            or _records(page) < PAGE_SIZE
+            or (oldest is not None and oldest < now - HISTORY)
+        ):
             log.info(
                 "feed %s: paged back to start=%d; caught up",
                 cur.feed.display_name, cur.sweep_start,
             )  # fmt: skip
             cur.sweep_start = None
             cur.sweep_boundary = None
+            self.store.delete_meta(_sweep_key(cur.feed.id))
             if not cur.synced:
                 self._synced(cur, now)
         else:
@@ -307,6 +356,15 @@ class Watcher:
             log.warning("feed %s: %s (%s); retrying", name, exc, exc.kind)
         else:
             log.debug("feed %s: still failing (%d): %s", name, cur.failures, exc)
+
+
+def _records(page: FeedPage) -> int:
+    """How many messages the page held, malformed ones included (they fill its 50 too)."""
+    return len({m.id for m in page.messages}) + len(page.skipped)
+
+
+def _sweep_key(feed_id: str) -> str:
+    return f"sweep_boundary:{feed_id}"
 
 
 def describe(m: Message) -> str:

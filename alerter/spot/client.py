@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 
@@ -38,6 +39,11 @@ def classify_status(status: int) -> FeedError | None:
 def format_spot_date(t: float) -> str:
     """SPOT's date format; `-0000` because an unencoded `+` arrives as a space."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S-0000")
+
+
+def _spellings(secret: str) -> set[bytes]:
+    """How a password may appear in a body that echoes the request URL."""
+    return {secret.encode(), quote(secret, safe="").encode(), quote_plus(secret).encode()} - {b""}
 
 
 class FeedClient:
@@ -98,7 +104,22 @@ class FeedClient:
             raise FeedUnavailable(f"connection failed: {type(exc).__name__}") from None
         except asyncio.CancelledError:
             raise
-        return parse_feed(body, self.fmt)
+        try:
+            return parse_feed(body, self.fmt)
+        except FeedError:
+            # Parse errors quote the body, and a server may echo the request URL in it:
+            # when the body holds the password, the error is told from a masked copy.
+            secret = feed.password.get_secret_value() if feed.password is not None else ""
+            if not secret or not any(s in body for s in _spellings(secret)):
+                raise
+        masked = body
+        for s in _spellings(secret):
+            masked = masked.replace(s, b"***")
+        try:
+            parse_feed(masked, self.fmt)
+        except FeedError as exc:
+            raise exc from None
+        raise FeedUnavailable("a response that quotes the feed password") from None
 
     @staticmethod
     async def _read(resp: aiohttp.ClientResponse) -> bytes:
