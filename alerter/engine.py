@@ -166,6 +166,9 @@ class _Run:
             if dev == device.id and name != rule.name
         )
         first = self.messages.get(inc.first_message_id) if inc.first_message_id else None
+        latest = self.messages.get(inc.last_message_id) if inc.last_message_id else None
+        fixes = [r for r in (rec, latest, first, device.last) if r and r.message.has_position]
+        last_fix = max(fixes, key=lambda r: (r.message.unix_time, r.message.id), default=None)
         self.decisions.append(
             Decision(
                 reason=reason,
@@ -181,6 +184,7 @@ class _Run:
                 first_message=first,
                 open_elsewhere=others,
                 first_notice=first_notice,
+                last_fix=last_fix,
             )
         )
 

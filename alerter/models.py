@@ -163,6 +163,7 @@ class Decision:
     first_message: Received | None = None  # what opened it (for "since" and "cancelled")
     open_elsewhere: tuple[str, ...] = ()  # the device's other open incidents' subjects
     first_notice: bool = False  # a resolution the recipients never heard the opening of
+    last_fix: Received | None = None  # the newest message behind it with a GPS fix
 
 
 class AdminKind(StrEnum):

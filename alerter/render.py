@@ -481,8 +481,9 @@ def _fix(received: Received | None) -> tuple[float, float] | None:
 
 
 def _last_fix(d: Decision) -> tuple[Received, tuple[float, float]] | None:
-    """The newest fix among what opened the incident and the device's latest message."""
-    known = [(r, fix) for r in (d.first_message, d.device.last) if r and (fix := _fix(r))]
+    """The newest fix among the incident's messages and the device's latest message."""
+    candidates = (d.last_fix, d.first_message, d.device.last)
+    known = [(r, fix) for r in candidates if r and (fix := _fix(r))]
     return max(known, key=lambda k: k[0].message.unix_time, default=None)
 
 

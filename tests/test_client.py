@@ -11,8 +11,8 @@ import contextlib
 import re
 import time
 import traceback
-from types import SimpleNamespace
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -24,10 +24,10 @@ from yarl import URL
 
 from alerter.clock import FakeClock
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable
-from alerter.models import FeedPage
+from alerter.models import FeedPage, Message
 from alerter.settings import FeedConfig
 from alerter.spot.client import MAX_BODY, FeedClient, classify_status, format_spot_date
-from alerter.spot.simulator import Simulator, error_to_xml, to_xml
+from alerter.spot.simulator import Simulator, error_to_xml, to_json, to_xml
 
 BASE = "http://spot.test/feed"
 SECRET = "s3cr3t-Pa55"
@@ -120,8 +120,6 @@ async def test_url_shape(
 
 
 def xml_page(n: int = 1) -> bytes:
-    from alerter.models import Message
-
     msgs = [
         Message(id=1000 + i, messenger_id="0-1", messenger_name="Anna", unix_time=int(T0) - i,
                 type="TRACK", latitude=46.5, longitude=7.9)
@@ -205,22 +203,22 @@ UNIT_OUTCOMES: list[Any] = [
     pytest.param(
         {"exception": aiohttp.ServerTimeoutError("read timeout")},
         FeedUnavailable, "timed out", id="server-timeout",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"exception": aiohttp.ClientConnectorError(
             aiohttp.client_reqrep.ConnectionKey("spot.test", 80, False, True, None, None, None),
             ConnectionRefusedError(111, "Connection refused"),
         )},
         FeedUnavailable, "cannot connect", id="refused",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"exception": aiohttp.ClientPayloadError("Response payload is not completed")},
         FeedUnavailable, "truncated", id="payload",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"exception": aiohttp.ServerDisconnectedError()},
         FeedUnavailable, "connection failed", id="disconnected",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"exception": aiohttp.ClientResponseError(
             aiohttp.RequestInfo(URL(f"{BASE}/FEED1/message.xml?feedPassword={SECRET}"), "GET",
@@ -228,29 +226,29 @@ UNIT_OUTCOMES: list[Any] = [
             (), status=500, message=f"bad {SECRET}",
         )},
         FeedUnavailable, "connection failed", id="response-error-quoting-url",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"callback": echo_url("<!DOCTYPE html><html>maintenance for ")},
         FeedUnavailable, "HTML", id="html-echoing-url",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"callback": echo_url("")}, FeedUnavailable, "XML", id="garbage-echoing-url",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"callback": echo_url("<response><feedMessageResponse>")},
         FeedUnavailable, "truncated or invalid XML", id="truncated-echoing-url",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"body": error_to_xml(None, f"Feed Password required: {SECRET}", "d")},
         FeedConfigFault, "Password required", id="password-error-quoting-password",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"body": error_to_xml("E-0160", "Feed Not Found", "d")},
         FeedConfigFault, "E-0160", id="notfound",
-    ),  # fmt: skip
+    ),
     pytest.param(
         {"body": b"", "status": 200}, FeedUnavailable, "empty body", id="empty-body",
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -333,8 +331,6 @@ async def test_password_echoed_in_any_spelling_is_masked(
 async def test_a_good_page_quoting_the_password_is_kept_as_is(
     session: aiohttp.ClientSession,
 ) -> None:
-    from alerter.models import Message
-
     m = Message(id=7, messenger_id="0-1", messenger_name="Anna", unix_time=int(T0),
                 type="CUSTOM", content=f"my pass is {SECRET}")  # fmt: skip
     with aioresponses() as mocked:
@@ -344,8 +340,6 @@ async def test_a_good_page_quoting_the_password_is_kept_as_is(
 
 
 async def test_json_format(session: aiohttp.ClientSession) -> None:
-    from alerter.spot.simulator import to_json
-
     with aioresponses() as m:
         mock_get(m, body=to_json([], feed_id="FEED1"))
         page = await FeedClient(session, BASE, "json").fetch(FEED)
@@ -484,7 +478,9 @@ async def test_simulator_paging_latest_and_dates(
     assert [r.start for r in sim.requests] == [None, 51, 101, None, None]
 
 
-async def test_simulator_json_single_message(sim: Simulator, session: aiohttp.ClientSession) -> None:
+async def test_simulator_json_single_message(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
     locked = FeedConfig(id="LOCKED", password=SecretStr(SECRET))
     page = await client_for(sim, session, "json").fetch(locked)
     assert [m.type for m in page.messages] == ["HELP"]

@@ -67,12 +67,13 @@ def msg(
     id_: int | None = None,
     received_at: float | None = None,
     initial: bool = False,
+    fix: bool = True,
 ) -> Received:
     """A stored message: sent at `at`, received then unless told otherwise."""
     message = Message(
         id=next(_ids) if id_ is None else id_, messenger_id=device,
         messenger_name=name or f"{device} SPOT", unix_time=at, type=type_,
-        latitude=46.5, longitude=7.5, battery=battery,
+        latitude=46.5 if fix else None, longitude=7.5 if fix else None, battery=battery,
     )  # fmt: skip
     return Received(
         message=message,
@@ -1031,3 +1032,16 @@ def test_messages_processed_by_time_not_id() -> None:
 
     assert result.processed == (9_000_002, 9_000_001)
     assert [(d.reason, d.first_notice) for d in result.decisions] == [(RESOLVED, True)]
+
+
+def test_a_cancel_without_fix_carries_the_newest_known_position() -> None:
+    story = Story(rules=ruleset(help_rule(), CANCEL_RULE))
+    first, second = help_(T), help_(T + 5 * M)
+    story.run(cycle(T + 30, first), cycle(T + 5 * M + 30, second))
+
+    [d] = story.step(T + 9 * M, cancel(T + 8 * M, fix=False)).decisions
+
+    assert d.reason is RESOLVED
+    assert d.message is not None
+    assert not d.message.message.has_position
+    assert d.last_fix == second

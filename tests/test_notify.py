@@ -254,9 +254,7 @@ foobar://host/x?token=secret444
 @pytest.mark.parametrize(
     ("name", "text", "faults"),
     [
-        pytest.param(
-            "apprise.yml", BAD_YAML, [(5, "foobar"), (7, "tgram"), (10, None)], id="yaml"
-        ),
+        pytest.param("apprise.yml", BAD_YAML, [(5, "foobar"), (7, "tgram"), (10, None)], id="yaml"),
         pytest.param(
             "apprise.txt",
             BAD_TEXT,

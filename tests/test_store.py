@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -48,6 +49,20 @@ def store(db_path: Path) -> Iterator[Store]:
     s = Store.open(db_path)
     yield s
     s.close()
+
+
+def open_handles(path: Path) -> int:
+    """How many of this process's file descriptors point at `path` (Linux)."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc")
+    n = 0
+    for fd in fds.iterdir():
+        try:
+            n += Path(os.readlink(fd)) == path.resolve()
+        except OSError:
+            continue
+    return n
 
 
 def mode(path: Path) -> int:
@@ -114,6 +129,8 @@ def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
     try:
         assert s.message_count() == 1
         assert s.get_meta("k") == "v"
+        s.delete_meta("k")
+        assert s.get_meta("k") is None
         assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         s.close()
@@ -124,8 +141,10 @@ def test_newer_schema_is_refused(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()
+    before = open_handles(db_path)
     with pytest.raises(StoreError, match="newer"):
         Store.open(db_path)
+    assert open_handles(db_path) == before  # the refused connection was closed
     # Refused, not touched: the newer schema is left as it was.
     conn = sqlite3.connect(db_path)
     try:
@@ -239,7 +258,7 @@ def test_recent_times_newest_first_capped(store: Store) -> None:
     first, second = times[::2], times[1::2]
     store.insert_messages(FEED, [msg(i + 1, t) for i, t in enumerate(first)], T0, initial=False)
     store.insert_messages(
-        FEED, [msg(500 + i, t) for i, t in enumerate(second + [times[-1]])], T0, initial=False
+        FEED, [msg(500 + i, t) for i, t in enumerate([*second, times[-1]])], T0, initial=False
     )
     recent = store.devices()["0-1"].recent_times
     assert list(recent) == sorted(times, reverse=True)[:RHYTHM_WINDOW]
@@ -384,7 +403,8 @@ def test_due_deliveries_mark_sent_failed_dropped(store: Store) -> None:
     store.enqueue([outgoing(None, "a", "b", title="first")], T0)
     store.enqueue([outgoing(None, "a", title="second")], T0 + 10)
     assert store.next_delivery_at() == T0
-    assert [(d.title, d.target) for d in store.due_deliveries(T0)] == [("first", "a"), ("first", "b")]
+    due = store.due_deliveries(T0)
+    assert [(d.title, d.target) for d in due] == [("first", "a"), ("first", "b")]
     assert len(store.due_deliveries(T0 + 10)) == 3
     assert len(store.due_deliveries(T0 + 10, limit=2)) == 2
     first_a, first_b, second_a = store.due_deliveries(T0 + 10)
