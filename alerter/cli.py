@@ -102,6 +102,9 @@ def cmd_check(_: argparse.Namespace) -> int:
         for t in targets.targets:
             form = "short form" if t.short else "long form"
             print(f"  [{', '.join(sorted(t.tags)) or 'no tag'}] {t.label} ({form})")
+        for t in targets.targets:
+            if not t.tags:
+                print(f"  warning: {t.label} has no tag: no rule can reach it")
         if settings.admin_tag not in targets.tags():
             print(f"  warning: no URL carries the admin tag {settings.admin_tag!r}")
     except ConfigError as exc:

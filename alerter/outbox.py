@@ -79,6 +79,11 @@ class Sender:
     async def deliver_due(self) -> int:
         """Send every due delivery (targets in parallel, each target in order); count sent."""
         now = self.clock.now()
+        # Also those not yet due: an obsolete alert waiting for its retry must not hold
+        # back the resolution queued behind it for the same target.
+        dropped = self.store.drop_obsolete("its incident was resolved before it was delivered")
+        if dropped:
+            log.info("outbox: dropped %d alerts of resolved incidents", dropped)
         due = self.store.due_deliveries(now)
         due.sort(key=lambda d: (d.target, d.notification_id))
         by_target = groupby(due, key=lambda d: d.target)

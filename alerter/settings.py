@@ -86,7 +86,6 @@ class Settings(BaseSettings):
     apprise_config: Path = Path("apprise.yml")
     state_dir: Path = Path("state")
     feed_failing_after: Duration = 15 * 60.0
-    delivery_failing_after: Duration = 10 * 60.0
     admin_tag: str = "admin"
     heartbeat_url: SecretStr | None = None
     http_listen: str = "127.0.0.1:8787"
@@ -121,7 +120,6 @@ class Settings(BaseSettings):
         "request_timeout",
         "blocked_backoff",
         "feed_failing_after",
-        "delivery_failing_after",
     )
     @classmethod
     def _positive(cls, v: float) -> float:

@@ -726,6 +726,18 @@ class Store:
                 (why, delivery_id),
             )
 
+    def drop_obsolete(self, why: str) -> int:
+        """Drop pending alerts of resolved incidents (their resolutions stay); how many."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "UPDATE deliveries SET state = 'dropped', last_error = ? "
+                "WHERE state = 'pending' AND notification_id IN ("
+                "  SELECT n.id FROM notifications n JOIN incidents i ON i.id = n.incident_id"
+                "  WHERE i.state = 'resolved' AND n.resolution = 0)",
+                (why,),
+            )
+        return cur.rowcount
+
     def delivery_counts(self) -> dict[str, int]:
         """Deliveries by state."""
         rows = self._query("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")

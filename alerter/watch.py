@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from alerter.backoff import delay_for, exponential
@@ -50,8 +50,9 @@ Kind = Literal["page", "sweep", "latest"]
 
 
 def margin(limit: float) -> float:
-    """Slack over a limit so network jitter never lands two requests too close at SPOT."""
-    return max(0.005, limit * 0.005)
+    """Slack over a limit (0.5 %) for clock granularity; both limits already count from a
+    request's end, so network delay cannot bring two requests closer at SPOT."""
+    return limit * 0.005
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Cursor:
     sweep_start: int | None = None  # next offset while paging back
     sweep_boundary: float | None = None  # messages stored before this end the sweep
     failures: int = 0
+    skips_logged: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +269,10 @@ class Watcher:
         for m in sorted(new, key=lambda m: (m.unix_time, m.id)):
             log.info("feed %s: %s", cur.feed.display_name, describe(m))
         for reason in page.skipped:
-            log.warning("feed %s: skipped %s", cur.feed.display_name, reason)
+            # A bad message stays on the page for days: log it once, not every poll.
+            if reason not in cur.skips_logged:
+                log.warning("feed %s: skipped %s", cur.feed.display_name, reason)
+                cur.skips_logged.add(reason)
         if kind == "latest":
             cur.need_latest = False
         elif kind == "page":

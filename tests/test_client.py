@@ -83,7 +83,7 @@ def assert_no_secret(exc: BaseException) -> None:
         pytest.param(500, FeedUnavailable, id="500-transient"),
         pytest.param(502, FeedUnavailable, id="502-transient"),
         pytest.param(503, FeedUnavailable, id="503-transient"),
-        pytest.param(429, FeedUnavailable, id="429-transient"),
+        pytest.param(429, FeedBlocked, id="429-blocked"),
         pytest.param(400, FeedUnavailable, id="400-transient"),
     ],
 )
@@ -195,7 +195,7 @@ def echo_url(prefix: str) -> Callable[..., Awaitable[CallbackResult]]:
 UNIT_OUTCOMES: list[Any] = [
     pytest.param({"status": 500, "body": "oops"}, FeedUnavailable, "HTTP 500", id="500"),
     pytest.param({"status": 503}, FeedUnavailable, "HTTP 503", id="503"),
-    pytest.param({"status": 429}, FeedUnavailable, "HTTP 429", id="429"),
+    pytest.param({"status": 429}, FeedBlocked, "HTTP 429", id="429"),
     pytest.param({"status": 403}, FeedBlocked, "403", id="403"),
     pytest.param({"status": 401}, FeedConfigFault, "401", id="401"),
     pytest.param({"status": 404}, FeedConfigFault, "404", id="404"),

@@ -432,6 +432,28 @@ async def test_alerts_of_a_resolved_incident_are_dropped_but_its_resolution_goes
     assert all("resolved" in (r.last_error or "") for r in dropped)
 
 
+async def test_a_resolution_does_not_wait_behind_an_obsolete_retry(
+    store: Store, clock: FakeClock, notifier: RecordingNotifier, admin: AdminHookRecorder
+) -> None:
+    sender = sender_for(store, clock, notifier, admin)
+    notifier.down.add(A.id)
+    help_ = incident(1)
+    enqueue(store, clock, "HELP: Alice", [A], incident=help_)
+    await sender.deliver_due()
+    for _ in range(4):  # the HELP to A keeps failing: its next retry is minutes away
+        advance_to_retry(store, clock)
+        await sender.deliver_due()
+    notifier.down.clear()
+    resolved = replace(help_, state=IncidentState.RESOLVED, resolved_at=clock.now())
+    enqueue(store, clock, "HELP cancelled: Alice", [A], incident=resolved, resolution=True)
+    [help_row] = [r for r in rows(store, A.id) if r.title == "HELP: Alice"]
+    assert help_row.next_attempt > clock.now() + 60
+
+    await sender.deliver_due()  # now, not when the obsolete HELP's retry comes round
+
+    assert notifier.got(A.id) == ["HELP cancelled: Alice"]
+
+
 async def test_an_acknowledged_incident_still_gets_its_alerts(
     store: Store, clock: FakeClock, notifier: RecordingNotifier, admin: AdminHookRecorder
 ) -> None:

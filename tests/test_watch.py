@@ -117,7 +117,7 @@ def test_plan_next(
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [(150.0, 0.75), (2.0, 0.01), (0.6, 0.005), (0.1, 0.005), (1000.0, 5.0)],
+    [(150.0, 0.75), (2.0, 0.01), (0.6, 0.003), (0.02, 0.0001), (1000.0, 5.0)],
 )
 def test_margin(limit: float, expected: float) -> None:
     assert margin(limit) == pytest.approx(expected)

@@ -31,6 +31,9 @@ def classify_status(status: int) -> FeedError | None:
         return None
     if status == 403:
         return FeedBlocked("HTTP 403: SPOT blocked this IP or feed")
+    if status == 429:
+        # SPOT's way is 403; a 429 says the same thing: back off hard, tell the admins.
+        return FeedBlocked("HTTP 429: SPOT says too many requests")
     if status in (401, 404):
         return FeedConfigFault(f"HTTP {status}", "SPOT does not know this feed URL")
     return FeedUnavailable(f"HTTP {status}")
