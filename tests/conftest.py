@@ -100,6 +100,7 @@ class JsonReceiver:
     def __init__(self) -> None:
         self.posts: list[Post] = []
         self.statuses: dict[str, int] = {}
+        self.held: set[str] = set()
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -118,15 +119,27 @@ class JsonReceiver:
         """Answer 200 on `path` again."""
         self.statuses.pop(path, None)
 
+    def hold(self, path: str) -> None:
+        """Receive POSTs on `path` but never answer them (a send left in flight)."""
+        self.held.add(path)
+
+    def release(self, path: str) -> None:
+        """Answer POSTs on `path` again."""
+        self.held.discard(path)
+
     def received(self, path: str) -> list[dict[str, Any]]:
         """The JSON bodies posted to `path`, in order, failed ones included."""
         return [p.json for p in self.posts if p.path == path]
 
     def accepted(self, path: str) -> list[dict[str, Any]]:
         """The bodies posted to `path` that were answered 2xx (the ones a person would see)."""
-        return [p.json for p in self.posts if p.path == path and p.status < 300]
+        return [p.json for p in self.posts if p.path == path and 200 <= p.status < 300]
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if request.path in self.held:
+            # Recorded as unanswered (status 0); the sender waits until it gives up or dies.
+            self.posts.append(Post(request.path, dict(request.headers), await request.json(), 0))
+            await asyncio.sleep(3600)
         status = self.statuses.get(request.path, 200)
         self.posts.append(Post(request.path, dict(request.headers), await request.json(), status))
         return web.Response(status=status, text="ok" if status < 300 else "refused")
