@@ -16,6 +16,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check alerter tests bench
+	$(BIN)/ruff format --check alerter tests bench
 	$(BIN)/mypy --strict alerter
 
 test: lint

@@ -319,11 +319,7 @@ class Watcher:
             done = reached_known and oldest < now - LATE_OVERLAP
         else:
             done = oldest < now - self.settings.first_start_lookback
-        if (
-            done
-            or _records(page) < PAGE_SIZE
-            or (oldest is not None and oldest < now - HISTORY)
-        ):
+        if done or _records(page) < PAGE_SIZE or (oldest is not None and oldest < now - HISTORY):
             log.info(
                 "feed %s: paged back to start=%d; caught up",
                 cur.feed.display_name, cur.sweep_start,

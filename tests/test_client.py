@@ -202,52 +202,83 @@ UNIT_OUTCOMES: list[Any] = [
     pytest.param({"exception": TimeoutError()}, FeedUnavailable, "timed out", id="timeout"),
     pytest.param(
         {"exception": aiohttp.ServerTimeoutError("read timeout")},
-        FeedUnavailable, "timed out", id="server-timeout",
+        FeedUnavailable,
+        "timed out",
+        id="server-timeout",
     ),
     pytest.param(
-        {"exception": aiohttp.ClientConnectorError(
-            aiohttp.client_reqrep.ConnectionKey("spot.test", 80, False, True, None, None, None),
-            ConnectionRefusedError(111, "Connection refused"),
-        )},
-        FeedUnavailable, "cannot connect", id="refused",
+        {
+            "exception": aiohttp.ClientConnectorError(
+                aiohttp.client_reqrep.ConnectionKey("spot.test", 80, False, True, None, None, None),
+                ConnectionRefusedError(111, "Connection refused"),
+            )
+        },
+        FeedUnavailable,
+        "cannot connect",
+        id="refused",
     ),
     pytest.param(
         {"exception": aiohttp.ClientPayloadError("Response payload is not completed")},
-        FeedUnavailable, "truncated", id="payload",
+        FeedUnavailable,
+        "truncated",
+        id="payload",
     ),
     pytest.param(
         {"exception": aiohttp.ServerDisconnectedError()},
-        FeedUnavailable, "connection failed", id="disconnected",
+        FeedUnavailable,
+        "connection failed",
+        id="disconnected",
     ),
     pytest.param(
-        {"exception": aiohttp.ClientResponseError(
-            aiohttp.RequestInfo(URL(f"{BASE}/FEED1/message.xml?feedPassword={SECRET}"), "GET",
-                                {}),  # type: ignore[arg-type]
-            (), status=500, message=f"bad {SECRET}",
-        )},
-        FeedUnavailable, "connection failed", id="response-error-quoting-url",
+        {
+            "exception": aiohttp.ClientResponseError(
+                aiohttp.RequestInfo(
+                    URL(f"{BASE}/FEED1/message.xml?feedPassword={SECRET}"), "GET", {}
+                ),  # type: ignore[arg-type]
+                (),
+                status=500,
+                message=f"bad {SECRET}",
+            )
+        },
+        FeedUnavailable,
+        "connection failed",
+        id="response-error-quoting-url",
     ),
     pytest.param(
         {"callback": echo_url("<!DOCTYPE html><html>maintenance for ")},
-        FeedUnavailable, "HTML", id="html-echoing-url",
+        FeedUnavailable,
+        "HTML",
+        id="html-echoing-url",
     ),
     pytest.param(
-        {"callback": echo_url("")}, FeedUnavailable, "XML", id="garbage-echoing-url",
+        {"callback": echo_url("")},
+        FeedUnavailable,
+        "XML",
+        id="garbage-echoing-url",
     ),
     pytest.param(
         {"callback": echo_url("<response><feedMessageResponse>")},
-        FeedUnavailable, "truncated or invalid XML", id="truncated-echoing-url",
+        FeedUnavailable,
+        "truncated or invalid XML",
+        id="truncated-echoing-url",
     ),
     pytest.param(
         {"body": error_to_xml(None, f"Feed Password required: {SECRET}", "d")},
-        FeedConfigFault, "Password required", id="password-error-quoting-password",
+        FeedConfigFault,
+        "Password required",
+        id="password-error-quoting-password",
     ),
     pytest.param(
         {"body": error_to_xml("E-0160", "Feed Not Found", "d")},
-        FeedConfigFault, "E-0160", id="notfound",
+        FeedConfigFault,
+        "E-0160",
+        id="notfound",
     ),
     pytest.param(
-        {"body": b"", "status": 200}, FeedUnavailable, "empty body", id="empty-body",
+        {"body": b"", "status": 200},
+        FeedUnavailable,
+        "empty body",
+        id="empty-body",
     ),
 ]
 

@@ -359,9 +359,7 @@ def test_commit_evaluation_bad_row_writes_nothing(store: Store) -> None:
         )
     _nothing_written(store)
     # The connection is usable afterwards (no transaction left open).
-    store.commit_evaluation(
-        processed=[1], incidents=[incident(1)], events=[], outgoing=[], at=T0
-    )
+    store.commit_evaluation(processed=[1], incidents=[incident(1)], events=[], outgoing=[], at=T0)
     assert store.pending() == []
 
 

@@ -68,37 +68,57 @@ MI, MS = margin(IV), margin(SP)
         pytest.param([slot("A"), slot("B")], None, ("A", INF), id="tie-config-order"),
         pytest.param([slot("A")], 100.0, ("A", 100 + SP + MS), id="never-polled-waits-spacing"),
         pytest.param(
-            [slot("A", 100.0), slot("B", 90.0)], 100.0, ("B", 90 + IV + MI), id="earliest-due",
+            [slot("A", 100.0), slot("B", 90.0)],
+            100.0,
+            ("B", 90 + IV + MI),
+            id="earliest-due",
         ),
         pytest.param(
-            [slot("A", 100.0), slot("B", 100.0)], 100.0, ("A", 100 + IV + MI), id="tie-first",
+            [slot("A", 100.0), slot("B", 100.0)],
+            100.0,
+            ("A", 100 + IV + MI),
+            id="tie-first",
         ),
         pytest.param(
-            [slot("A", 100.0), slot("B", -60.0)], 100.0, ("B", 100 + SP + MS),
+            [slot("A", 100.0), slot("B", -60.0)],
+            100.0,
+            ("B", 100 + SP + MS),
             id="due-but-spacing-from-last-any",
         ),
         pytest.param(
-            [slot("A", 200.0), slot("B", 0.0)], 200.0, ("B", 200 + SP + MS),
+            [slot("A", 200.0), slot("B", 0.0)],
+            200.0,
+            ("B", 200 + SP + MS),
             id="overdue-still-spaced",
         ),
         pytest.param(
-            [slot("A", 0.0, busy=True), slot("B", 50.0)], 60.0, ("B", 50 + IV + MI),
+            [slot("A", 0.0, busy=True), slot("B", 50.0)],
+            60.0,
+            ("B", 50 + IV + MI),
             id="busy-skipped-even-if-earlier",
         ),
         pytest.param(
-            [slot("A", 100.0, not_before=500.0), slot("B", 200.0)], 200.0, ("B", 200 + IV + MI),
+            [slot("A", 100.0, not_before=500.0), slot("B", 200.0)],
+            200.0,
+            ("B", 200 + IV + MI),
             id="backoff-later-than-others",
         ),
         pytest.param(
-            [slot("A", 100.0, not_before=120.0)], 100.0, ("A", 100 + IV + MI),
+            [slot("A", 100.0, not_before=120.0)],
+            100.0,
+            ("A", 100 + IV + MI),
             id="backoff-never-shortens-interval",
         ),
         pytest.param(
-            [slot("A", 100.0, not_before=400.0)], 100.0, ("A", 400.0),
+            [slot("A", 100.0, not_before=400.0)],
+            100.0,
+            ("A", 400.0),
             id="backoff-beyond-interval",
         ),
         pytest.param(
-            [slot("A", None, not_before=9000.0), slot("B", 10.0)], 10.0, ("B", 10 + IV + MI),
+            [slot("A", None, not_before=9000.0), slot("B", 10.0)],
+            10.0,
+            ("B", 10 + IV + MI),
             id="blocked-before-first-request",
         ),
         pytest.param(
@@ -157,25 +177,32 @@ def cursor(**kw: Any) -> Cursor:
         pytest.param({"sweep_start": 51}, ("page", None), id="restored-sweep-page-first"),
         pytest.param({"last_kind": "page"}, ("latest", None), id="latest-after-first-page"),
         pytest.param(
-            {"last_kind": "page", "sweep_start": 51}, ("latest", None), id="latest-before-sweep",
+            {"last_kind": "page", "sweep_start": 51},
+            ("latest", None),
+            id="latest-before-sweep",
         ),
         pytest.param(
             {"last_kind": "latest", "need_latest": False}, ("page", None), id="then-pages"
         ),
         pytest.param(
-            {"last_kind": "latest", "need_latest": False, "sweep_start": 51}, ("sweep", 51),
+            {"last_kind": "latest", "need_latest": False, "sweep_start": 51},
+            ("sweep", 51),
             id="sweep-after-latest",
         ),
         pytest.param(
-            {"last_kind": "page", "need_latest": False, "sweep_start": 101}, ("sweep", 101),
+            {"last_kind": "page", "need_latest": False, "sweep_start": 101},
+            ("sweep", 101),
             id="sweep-after-page",
         ),
         pytest.param(
-            {"last_kind": "sweep", "need_latest": False, "sweep_start": 101}, ("page", None),
+            {"last_kind": "sweep", "need_latest": False, "sweep_start": 101},
+            ("page", None),
             id="page-after-sweep",
         ),
         pytest.param(
-            {"last_kind": "page", "need_latest": False}, ("page", None), id="page-again",
+            {"last_kind": "page", "need_latest": False},
+            ("page", None),
+            id="page-again",
         ),
     ],
 )
@@ -650,9 +677,7 @@ async def test_first_start_with_a_full_page_is_initial_until_the_sweep_ends(
     assert h.db.messages_by_id([news.id])[news.id].initial is False
 
 
-async def test_killed_during_first_sync_still_reads_the_history(
-    h: Harness, sim: Simulator
-) -> None:
+async def test_killed_during_first_sync_still_reads_the_history(h: Harness, sim: Simulator) -> None:
     dev = device(sim, "FEED1")
     history = dev.track(now() - 3 * HOUR, 60, 120)  # within the 6 h look-back
     h.configure(["FEED1"])
