@@ -44,10 +44,10 @@ def setup_logging(level: str) -> None:
         logging.getLogger(name).setLevel(floor)
 
 
-def print_problems(problems: Sequence[Problem], out: TextIO = sys.stderr) -> None:
-    """`file:line: message`, one a line."""
+def print_problems(problems: Sequence[Problem], out: TextIO | None = None) -> None:
+    """`file:line: message`, one a line (to stderr unless told)."""
     for p in problems:
-        print(p, file=out)
+        print(p, file=out or sys.stderr)
 
 
 def _settings() -> Settings:

@@ -1,0 +1,202 @@
+"""The `alerter` command: check, test-notify, replay, status and run's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from alerter.cli import main
+from alerter.spot.parse import parse_feed
+from alerter.store import Store
+
+if TYPE_CHECKING:
+    from conftest import JsonReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FEED_ID = "0onlCLItestFEEDid000000000000001"
+FEED_PASSWORD = "feed-pass-do-not-print"
+TOKEN = "topsecret-header-value"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with no .env, settings in the environment, default rules."""
+    for key in list(os.environ):
+        if key.startswith("ALERTER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(
+        "ALERTER_FEEDS",
+        json.dumps([{"id": FEED_ID, "password": FEED_PASSWORD, "name": "Club"}]),
+    )
+    monkeypatch.setenv("ALERTER_RULES", str(ROOT / "rules"))
+    monkeypatch.setenv("ALERTER_APPRISE_CONFIG", str(tmp_path / "apprise.yml"))
+    monkeypatch.setenv("ALERTER_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path
+
+
+def write_targets(root: Path, receiver: JsonReceiver | None = None) -> None:
+    port = receiver.port if receiver else 9
+    (root / "apprise.yml").write_text(
+        "urls:\n"
+        f"  - json://127.0.0.1:{port}/rescue?+X-Token={TOKEN}:\n      tag: rescue\n"
+        f"  - json://127.0.0.1:{port}/backup:\n      tag: rescue-backup\n"
+        f"  - json://127.0.0.1:{port}/admin:\n      tag: admin\n"
+    )
+
+
+def test_check_prints_what_it_found_with_secrets_masked(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_targets(env)
+
+    code = main(["check"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "feed Club: id 0onl…001, with password" in out
+    assert "3 targets" in out
+    assert "help (" in out
+    assert "stale-track" in out
+    assert out.rstrip().endswith("ok")
+    for secret in (TOKEN, FEED_PASSWORD, FEED_ID):
+        assert secret not in out + err
+
+
+def test_check_reports_every_problem_with_file_and_line(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (env / "apprise.yml").write_text(
+        f"urls:\n  - json://127.0.0.1:9/x:\n      tag: rescue\n  - bogus://{TOKEN}:\n"
+        "      tag: admin\n"
+    )
+    rules = env / "rules.yml"
+    rules.write_text(
+        "rules:\n  - name: help\n    when: {type: [HELP]}\n    notfy: [rescue]\n"
+        "  - name: x\n    when: {type: [OK]}\n    notify: [nobody]\n"
+    )
+    monkeypatch.setenv("ALERTER_RULES", str(rules))
+
+    code = main(["check"])
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert f"{env / 'apprise.yml'}:4: Apprise cannot use this" in err
+    assert f"{rules}:4:" in err
+    assert "notfy" in err
+    assert TOKEN not in err
+
+
+def test_check_reports_a_tag_no_url_carries(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_targets(env)
+    rules = env / "rules.yml"
+    rules.write_text("rules:\n  - name: x\n    when: {type: [OK]}\n    notify: [nobody]\n")
+    monkeypatch.setenv("ALERTER_RULES", str(rules))
+
+    assert main(["check"]) == 1
+    err = capsys.readouterr().err
+    assert f"{rules}:4:" in err
+    assert "tag 'nobody' is not carried by any Apprise URL" in err
+
+
+def test_settings_below_spot_limits_are_refused(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALERTER_POLL_INTERVAL", "60")
+
+    assert main(["check"]) == 2
+    assert "ALERTER_POLL_INTERVAL: 60s is below SPOT's limit" in capsys.readouterr().err
+
+
+def test_run_without_feeds_is_refused(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ALERTER_FEEDS")
+    write_targets(env)
+
+    assert main(["run"]) == 2
+    assert "ALERTER_FEEDS" in capsys.readouterr().err
+
+
+def test_test_notify_reports_each_target_and_fails_if_one_failed(
+    env: Path, capsys: pytest.CaptureFixture[str], json_receiver: JsonReceiver
+) -> None:
+    write_targets(env, json_receiver)
+    json_receiver.fail("/admin")
+
+    code = main(["test-notify"])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert [line.split()[0] for line in out.splitlines()] == ["ok", "ok", "FAILED"]
+    assert TOKEN not in out
+    [test] = json_receiver.accepted("/rescue")
+    assert test["title"].startswith("Test:")
+    assert "no action is needed" in test["message"]
+
+
+def test_test_notify_one_tag(
+    env: Path, capsys: pytest.CaptureFixture[str], json_receiver: JsonReceiver
+) -> None:
+    write_targets(env, json_receiver)
+
+    assert main(["test-notify", "--tag", "rescue-backup"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert [p.path for p in json_receiver.posts] == ["/backup"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "titles"),
+    [
+        pytest.param(
+            "wiseleyb_spot_tracker_sample-spot-data.xml",
+            ["HELP cancelled: Spot2 (OneAtATime)"],
+            id="help-and-cancel-in-one-poll",
+        ),
+        pytest.param(
+            "vicb_flyXC_spot2.txt",
+            ["Low battery: joe (parapente)", "HELP: joe (parapente)",
+             "Low battery resolved: joe (parapente)"],
+            id="json-help-and-low-battery",
+        ),
+    ],
+)  # fmt: skip
+def test_replay_prints_the_alerts_it_would_send(
+    env: Path, capsys: pytest.CaptureFixture[str], fixture: str, titles: list[str]
+) -> None:
+    code = main(["replay", str(FIXTURES / fixture)])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    shown = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("=> to [")]
+    assert shown[: len(titles)] == titles
+    assert "dry run: nothing was sent" in out
+
+
+def test_status_shows_feeds_devices_and_positions(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = parse_feed((FIXTURES / "wiseleyb_spot_tracker_sample-spot-data.xml").read_bytes())
+    store = Store.open(env / "state" / "alerter.db")
+    store.ensure_feed(FEED_ID, 1.0)
+    store.record_request(FEED_ID, 2.0)
+    store.record_success(FEED_ID, 2.0, "OneAtATime")
+    store.insert_messages(FEED_ID, page.messages, 2.0, initial=True)
+    store.close()
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out
+    assert "Club: ok" in out
+    assert f"{len(page.messages)} messages stored" in out
+    assert "Spot2 (0-8356068): HELP-CANCEL" in out
+    assert "no GPS fix" in out
+    assert "open incidents: none" in out
+    assert FEED_ID not in out
