@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FEED_ID = "0onlCLItestFEEDid000000000000001"
 FEED_PASSWORD = "feed-pass-do-not-print"
 TOKEN = "topsecret-header-value"
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Commands configure logging for a whole process; give the next test its own back."""
+    loggers = [logging.getLogger(n) for n in ("", "apprise", "urllib3")]
+    saved = [(lg, lg.level, list(lg.handlers)) for lg in loggers]
+    yield
+    for lg, level, handlers in saved:
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
 
 
 @pytest.fixture
