@@ -286,6 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Imported here: it registers the console:// Apprise scheme, for the demo only.
     from alerter.demo import run_demo  # noqa: PLC0415
 
+    setup_logging("ERROR")  # the story is the output; the service's own log would drown it
     return asyncio.run(run_demo(speed=args.speed))
 
 

@@ -12,7 +12,6 @@ targets, via a `console://` scheme registered here.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -128,7 +127,6 @@ def script_story(sim: Simulator, t0: float) -> None:
 
 async def run_demo(speed: float = 75.0, out: TextIO = sys.stdout) -> int:
     """Play the story; returns 0 when every kind of alert in it was shown."""
-    logging.basicConfig(level=logging.ERROR, force=True)
     clock = ScaledClock(speed)
     t0 = clock.now()
     _Console.out, _Console.clock, _Console.t0, _Console.seen = out, clock, t0, []
