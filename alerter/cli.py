@@ -243,6 +243,7 @@ def cmd_status(_: argparse.Namespace) -> int:
     names = {f.id: f.display_name for f in settings.feeds}
     print("feeds:")
     states = store.feed_states()
+    counts = store.message_counts()
     started = float(store.get_meta("started_at") or 0)
     for fid, st in states.items():
         name = names.get(fid) or st.name or mask_id(fid)
@@ -251,7 +252,7 @@ def cmd_status(_: argparse.Namespace) -> int:
         ok = _ago(st.last_success, now)
         err = f"; last error: {st.last_error} ({st.failures}x)" if st.failures else ""
         print(f"  {name}: {health}; last poll {last}; last good answer {ok}; "
-              f"{st.messages} messages stored{err}")  # fmt: skip
+              f"{counts.get(fid, 0)} messages stored{err}")  # fmt: skip
     print("devices:")
     for dev in sorted(store.devices().values(), key=lambda d: d.name.lower()):
         m = dev.last.message if dev.last else None

@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from alerter.render import render, render_admin
 from alerter.rules import RuleSet, load_rules
 from alerter.settings import Settings, mask_id
 from alerter.spot.client import FeedClient
-from alerter.store import EngineEvent, Outgoing, Store
+from alerter.store import EngineEvent, FeedState, Outgoing, Store
 from alerter.watch import HISTORY, Watcher
 
 log = logging.getLogger("alerter.service")
@@ -122,9 +122,9 @@ class Service:
 
     # -- processing ----------------------------------------------------------
 
-    def feed_names(self) -> dict[str, str]:
+    def feed_names(self, states: Mapping[str, FeedState] | None = None) -> dict[str, str]:
         """Display names: the admin's, else SPOT's, else the masked id."""
-        states = self.store.feed_states()
+        states = self.store.feed_states() if states is None else states
         names = {fid: st.name or mask_id(fid) for fid, st in states.items()}
         names.update({f.id: f.name for f in self.settings.feeds if f.name})
         return names
@@ -192,9 +192,10 @@ class Service:
     def check_feeds(self) -> None:
         """Tell the admins when a feed starts failing or is blocked, and when it recovers."""
         now = self.clock.now()
+        states = self.store.feed_states()
         for h in feed_health(
-            self.store.feed_states(),
-            self.feed_names(),
+            states,
+            self.feed_names(states),
             (f.id for f in self.settings.feeds),
             now,
             self.started_at,
