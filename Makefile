@@ -18,6 +18,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check alerter tests bench
 	$(BIN)/ruff format --check alerter tests bench
 	$(BIN)/mypy --strict alerter
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: lint
 	$(BIN)/pytest

@@ -16,19 +16,23 @@ from typing import TextIO
 
 from alerter import __version__
 from alerter.clock import FakeClock, SystemClock
-from alerter.durations import format_duration
+from alerter.config import Config, load_config, read_config
+from alerter.durations import ago
 from alerter.engine import Evaluation
 from alerter.errors import AlerterError, ConfigError, FeedError, Problem, StoreError
 from alerter.health import feed_status
+from alerter.models import DeliveryState
 from alerter.notify import AppriseNotifier, Targets, load_targets
+from alerter.process import Processor
 from alerter.render import render, render_test
-from alerter.rules import load_rules
-from alerter.service import Config, Service, load_config, state_lock
+from alerter.rules.loader import load_rules
+from alerter.service import Service, state_lock
 from alerter.settings import Settings, is_official_host, load_settings, mask_id
 from alerter.spot.parse import parse_feed
 from alerter.store import Store
 
-log = logging.getLogger("alerter")
+#: How many of an open incident's latest events `status` shows.
+STATUS_HISTORY = 10
 
 
 def setup_logging(level: str) -> None:
@@ -95,9 +99,10 @@ def cmd_check(_: argparse.Namespace) -> int:
     for f in settings.feeds:
         pw = "with password" if f.password else "no password"
         print(f"  feed {f.display_name}: id {mask_id(f.id)}, {pw}")
-    targets = None
-    try:
-        targets = load_targets(settings.apprise_config)
+    reading = read_config(settings)
+    problems.extend(reading.problems)
+    targets = reading.targets
+    if targets is not None:
         print(f"apprise: {settings.apprise_config}: {len(targets.targets)} targets")
         for t in targets.targets:
             form = "short form" if t.short else "long form"
@@ -107,10 +112,8 @@ def cmd_check(_: argparse.Namespace) -> int:
                 print(f"  warning: {t.label} has no tag: no rule can reach it")
         if settings.admin_tag not in targets.tags():
             print(f"  warning: no URL carries the admin tag {settings.admin_tag!r}")
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    try:
-        rules = load_rules(settings.rules, known_tags=targets.tags() if targets else None)
+    rules = reading.rules
+    if rules is not None:
         print(f"rules: {settings.rules}: {len(rules.rules)} rules")
         for r in rules.rules:
             action = f"resolves {', '.join(r.resolves)}" if r.resolves else r.severity.value
@@ -118,10 +121,6 @@ def cmd_check(_: argparse.Namespace) -> int:
                 f"  {r.name} ({rules.origins.get(r.name, '?')}): {r.when.trigger.value}, "
                 f"{action}, notify [{', '.join(r.notify)}]"
             )
-        if not rules.rules:
-            problems.append(Problem(str(settings.rules), None, "no rules: nobody would be alerted"))
-    except ConfigError as exc:
-        problems.extend(exc.problems)
     if problems:
         print_problems(problems)
         return 1
@@ -185,7 +184,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         clock = FakeClock(0)
         replay_settings = settings.model_copy(update={"state_dir": Path(tmp)})
         # No targets: every decision is rendered and printed, nothing is sent.
-        service = Service(replay_settings, Config(rules, Targets()), store, clock=clock)
+        processor = Processor(replay_settings, Config(rules, Targets()), store, clock)
         for page in pages:
             store.ensure_feed(page.feed_id or "replay", 0)
             store.record_success(page.feed_id or "replay", 0, page.feed_name)
@@ -199,7 +198,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             poll_at = items[i][0].unix_time + settings.poll_interval
             while next_due is not None and next_due < poll_at:
                 clock.t = max(clock.t, next_due)
-                result = service.process()
+                result = processor.process()
                 count += _show(result, clock.now(), settings)
                 next_due = result.next_due
             while i < len(items) and items[i][0].unix_time <= poll_at:
@@ -207,7 +206,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 store.insert_messages(feed_id, [msg], poll_at, initial=False)
                 i += 1
             clock.t = max(clock.t, poll_at)
-            result = service.process()
+            result = processor.process()
             count += _show(result, clock.now(), settings)
             next_due = result.next_due
         store.close()
@@ -233,50 +232,47 @@ def _show(result: Evaluation, now: float, settings: Settings) -> int:
 
 
 def cmd_status(_: argparse.Namespace) -> int:
-    """Open incidents, each device's last message and position, each feed's health."""
+    """Open incidents with their history, each device's last message and position, feeds."""
     settings = _settings()
     if not settings.database.exists():
         print(f"no state yet in {settings.state_dir} (has `alerter run` started?)")
         return 1
     store = Store.open(settings.database)
     now = SystemClock().now()
-    names = {f.id: f.display_name for f in settings.feeds}
     print("feeds:")
     states = store.feed_states()
+    names = settings.feed_names({fid: st.name for fid, st in states.items()})
     counts = store.message_counts()
     started = float(store.get_meta("started_at") or 0)
     for fid, st in states.items():
-        name = names.get(fid) or st.name or mask_id(fid)
         health = feed_status(st, now, started, settings.feed_failing_after)
-        last = _ago(st.last_request, now)
-        ok = _ago(st.last_success, now)
+        last = ago(st.last_request, now)
+        ok = ago(st.last_success, now)
         err = f"; last error: {st.last_error} ({st.failures}x)" if st.failures else ""
-        print(f"  {name}: {health}; last poll {last}; last good answer {ok}; "
+        print(f"  {names[fid]}: {health}; last poll {last}; last good answer {ok}; "
               f"{counts.get(fid, 0)} messages stored{err}")  # fmt: skip
     print("devices:")
-    for dev in sorted(store.devices().values(), key=lambda d: d.name.lower()):
+    devices = store.devices()
+    for dev in sorted(devices.values(), key=lambda d: d.name.lower()):
         m = dev.last.message if dev.last else None
         if m is None:
             continue
         where = f"{m.latitude:.5f}, {m.longitude:.5f}" if m.has_position else "no GPS fix"
-        print(f"  {dev.name} ({dev.id}): {m.type} {_ago(m.unix_time, now)}, {where}"
+        print(f"  {dev.name} ({dev.id}): {m.type} {ago(m.unix_time, now)}, {where}"
               + (f", battery {m.battery}" if m.battery else ""))  # fmt: skip
     open_ = [i for i in store.incidents() if i.is_open]
     print(f"open incidents: {len(open_) or 'none'}")
-    devices = store.devices()
     for i in open_:
         who = devices[i.device_id].name if i.device_id in devices else i.device_id
-        print(f"  #{i.id} {i.rule} for {who}: {i.state.value} since {_ago(i.started_at, now)}, "
+        print(f"  #{i.id} {i.rule} for {who}: {i.state.value} since {ago(i.started_at, now)}, "
               f"{i.reminders} reminders, escalation {i.escalation}")  # fmt: skip
-    counts = store.delivery_counts()
-    print(f"outbox: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, "
-          f"{counts.get('dropped', 0)} dropped")  # fmt: skip
+        for e in store.history(i.id or 0)[-STATUS_HISTORY:]:
+            told = "notified" if e.notified else f"nobody told: {e.held_back or 'recorded only'}"
+            print(f"    {ago(e.at, now)}: {e.reason.value}; {told}")
+    deliveries = store.delivery_counts()
+    print("outbox: " + ", ".join(f"{deliveries.get(s, 0)} {s}" for s in DeliveryState))
     store.close()
     return 0
-
-
-def _ago(t: float | None, now: float) -> str:
-    return "never" if t is None else f"{format_duration(now - t)} ago"
 
 
 # -- main ----------------------------------------------------------------------

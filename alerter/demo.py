@@ -20,9 +20,10 @@ from typing import Any, TextIO
 from apprise.decorators import notify as apprise_notify
 
 from alerter.clock import ScaledClock
-from alerter.service import Service, load_config
+from alerter.config import load_config
+from alerter.service import Service
 from alerter.settings import FeedConfig, Settings
-from alerter.spot.simulator import Simulator
+from alerter.sim import Simulator
 from alerter.store import Store
 
 MINUTE = 60.0

@@ -45,3 +45,8 @@ def format_duration(seconds: float) -> str:
     d, rem = divmod(s, 86400)
     h = rem // 3600
     return f"{d} d {h} h" if h else f"{d} d"
+
+
+def ago(t: float | None, now: float) -> str:
+    """`7 min ago`, or `never` when there is no time."""
+    return "never" if t is None else f"{format_duration(now - t)} ago"

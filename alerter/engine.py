@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from alerter.models import (
     Decision,
     Device,
+    HeldBack,
     Incident,
     IncidentState,
     Reason,
     Received,
     Severity,
-    usual_gap,
+    newest_fix,
 )
+from alerter.rhythm import usual_gap
 from alerter.rules.schema import Rule, RuleSet, SilentFor, Trigger
 
 
@@ -158,8 +160,13 @@ class _Run:
         *,
         late: bool = False,
         first_notice: bool = False,
+        held_back: HeldBack | None = None,
     ) -> None:
         self.save(inc)
+        if tags:
+            held_back = None
+        elif held_back is None:
+            held_back = HeldBack.NOBODY_TO_TELL
         others = tuple(
             self.rules.by_name[i.rule].subject if i.rule in self.rules.by_name else i.rule
             for (dev, name), i in self.open_.items()
@@ -167,14 +174,14 @@ class _Run:
         )
         first = self.messages.get(inc.first_message_id) if inc.first_message_id else None
         latest = self.messages.get(inc.last_message_id) if inc.last_message_id else None
-        fixes = [r for r in (rec, latest, first, device.last) if r and r.message.has_position]
-        last_fix = max(fixes, key=lambda r: (r.message.unix_time, r.message.id), default=None)
+        last_fix = newest_fix((rec, latest, first, device.last))
         self.decisions.append(
             Decision(
                 reason=reason,
                 incident=inc,
                 rule=rule.name,
                 subject=rule.subject,
+                kind=rule.kind,
                 severity=rule.severity,
                 device=device,
                 feed_name=self.snap.feed_names.get(device.feed_id, device.feed_id),
@@ -185,6 +192,7 @@ class _Run:
                 open_elsewhere=others,
                 first_notice=first_notice,
                 last_fix=last_fix,
+                held_back=held_back,
             )
         )
 
@@ -268,23 +276,30 @@ class _Run:
         m = rec.message
         if m.unix_time <= inc.updated_at:
             return  # an older copy: the incident already shows newer news
-        due = (
-            rule.updates is not None
-            and inc.last_notified_at is not None
-            and self.now - inc.last_notified_at >= rule.updates
-            # Several repeats in one batch (after downtime): the newest carries the update.
-            and not any(
-                b.message.messenger_id == device.id and self.fires(rule, b.message.type)
-                for b in self.batch[index + 1 :]
-            )
-        )
+        held_back = self.update_held_back(index, rule, inc, device)
         inc = dataclasses.replace(inc, updated_at=m.unix_time, last_message_id=m.id)
         late = self.is_late(rec)
-        if not due:
-            self.decide(Reason.UPDATED, rule, inc, device, rec, (), late=late)
+        if held_back is not None:
+            self.decide(Reason.UPDATED, rule, inc, device, rec, (), late=late, held_back=held_back)
             return
         inc = dataclasses.replace(inc, updates=inc.updates + 1, last_notified_at=self.now)
         self.decide(Reason.UPDATED, rule, inc, device, rec, recipients(rule, inc), late=late)
+
+    def update_held_back(
+        self, index: int, rule: Rule, inc: Incident, device: Device
+    ) -> HeldBack | None:
+        """Why a repeat of an open incident's event sends no update, or None: it does."""
+        if rule.updates is None:
+            return HeldBack.UPDATES_OFF
+        # Several repeats in one batch (after downtime): the newest carries the update.
+        if any(
+            b.message.messenger_id == device.id and self.fires(rule, b.message.type)
+            for b in self.batch[index + 1 :]
+        ):
+            return HeldBack.NEWER_IN_POLL
+        if inc.last_notified_at is None or self.now - inc.last_notified_at < rule.updates:
+            return HeldBack.UPDATE_TOO_SOON
+        return None
 
     def cancelled_after(
         self, index: int, rule: Rule, rec: Received, device: Device
@@ -337,7 +352,10 @@ class _Run:
                 if rec.initial
                 else tuple(dict.fromkeys((*rule.notify, *recipients(target, inc))))
             )
-            self.decide(Reason.RESOLVED, target, inc, device, rec, tags, late=self.is_late(rec))
+            self.decide(
+                Reason.RESOLVED, target, inc, device, rec, tags, late=self.is_late(rec),
+                held_back=HeldBack.HISTORY if rec.initial else None,
+            )  # fmt: skip
 
     def on_battery(self, rule: Rule, rec: Received, device: Device) -> None:
         m = rec.message
@@ -347,7 +365,10 @@ class _Run:
             if inc is not None:
                 if m.unix_time > inc.updated_at:
                     inc = dataclasses.replace(inc, updated_at=m.unix_time, last_message_id=m.id)
-                    self.decide(Reason.UPDATED, rule, inc, device, rec, (), late=late)
+                    self.decide(
+                        Reason.UPDATED, rule, inc, device, rec, (), late=late,
+                        held_back=HeldBack.ALREADY_OPEN,
+                    )  # fmt: skip
                 return
             if rec.initial:
                 return
@@ -364,7 +385,10 @@ class _Run:
                 resolved_by_message_id=m.id,
             )
             tags = () if rec.initial else recipients(rule, inc)
-            self.decide(Reason.RESOLVED, rule, inc, device, rec, tags, late=late)
+            self.decide(
+                Reason.RESOLVED, rule, inc, device, rec, tags, late=late,
+                held_back=HeldBack.HISTORY if rec.initial else None,
+            )  # fmt: skip
 
     # -- conditions and the clock -------------------------------------------
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alerter.models import FeedErrorKind
+
 
 class AlerterError(Exception):
     """Base of every error this project raises on purpose."""
@@ -48,25 +50,25 @@ class ConfigError(AlerterError):
 class FeedError(AlerterError):
     """A request to SPOT gave no usable data."""
 
-    kind = "error"
+    kind = FeedErrorKind.UNAVAILABLE
 
 
 class FeedUnavailable(FeedError):
     """Transient: retry later with backoff."""
 
-    kind = "unavailable"
+    kind = FeedErrorKind.UNAVAILABLE
 
 
 class FeedBlocked(FeedError):
     """HTTP 403: SPOT blocked this IP or feed for polling too fast."""
 
-    kind = "blocked"
+    kind = FeedErrorKind.BLOCKED
 
 
 class FeedConfigFault(FeedError):
     """SPOT refuses the feed itself (not found, not active, password required)."""
 
-    kind = "config"
+    kind = FeedErrorKind.CONFIG
 
     def __init__(self, code: str | None, text: str) -> None:
         self.code = code

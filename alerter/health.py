@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from alerter.models import AdminKind, AdminNotice
-from alerter.store import FeedState
+from alerter.models import AdminKind, AdminNotice, FeedErrorKind, FeedState, FeedStatus
 
-OK, FAILING, BLOCKED = "ok", "failing", "blocked"
+OK, FAILING, BLOCKED = FeedStatus.OK, FeedStatus.FAILING, FeedStatus.BLOCKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,17 +15,19 @@ class FeedHealth:
     """A feed's health now, and the notice to send if the admins were told otherwise."""
 
     feed_id: str
-    status: str
+    status: FeedStatus
     notice: AdminNotice | None
 
 
-def feed_status(state: FeedState, now: float, started_at: float, failing_after: float) -> str:
+def feed_status(
+    state: FeedState, now: float, started_at: float, failing_after: float
+) -> FeedStatus:
     """ok, failing or blocked; failing counts from the last good answer or from start."""
     if state.failures == 0:
         return OK
-    if state.error_kind == "blocked":
+    if state.error_kind is FeedErrorKind.BLOCKED:
         return BLOCKED
-    if state.error_kind == "config":
+    if state.error_kind is FeedErrorKind.CONFIG:
         return FAILING  # SPOT refuses the feed itself: waiting will not fix it
     since = max(state.last_success or 0.0, started_at)
     if now - since >= failing_after:

@@ -1,8 +1,13 @@
-"""The values that flow through the pipeline. Frozen; no I/O here."""
+"""The values that flow through the pipeline, and the records the store keeps. Frozen; no I/O.
+
+Every word that code matches on (a rule's subject, a feed error's kind, what the admins
+were told, a delivery's or an incident's state, why nobody was paged) is an enum here,
+so renaming one cannot silently break a title or a comparison.
+"""
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -17,6 +22,9 @@ KNOWN_TYPES = frozenset(
         "HELP-CANCEL", "CUSTOM", "POI", "STOP", "STATUS", "POWER-OFF", "TEST",
     }
 )  # fmt: skip
+
+#: SPOT keeps a feed's messages this long (seconds).
+SPOT_KEEPS = 7 * 86400.0
 
 #: SPOT returns at most this many messages a page.
 PAGE_SIZE = 50
@@ -60,16 +68,6 @@ class FeedPage:
     total_count: int | None = None
 
 
-def usual_gap(recent_times: tuple[int, ...]) -> float | None:
-    """The device's usual gap between messages: the median of its recent gaps, if known."""
-    times = sorted(set(recent_times))
-    gaps = sorted(b - a for a, b in itertools.pairwise(times))
-    if len(gaps) < 2:
-        return None
-    mid = len(gaps) // 2
-    return float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
-
-
 @dataclass(frozen=True, slots=True)
 class Received:
     """A stored message with where and when the service got it."""
@@ -78,6 +76,12 @@ class Received:
     feed_id: str
     received_at: float
     initial: bool = False  # stored while the feed's history was first read
+
+
+def newest_fix(candidates: Iterable[Received | None]) -> Received | None:
+    """The newest of these messages that carries a GPS fix."""
+    fixes = [r for r in candidates if r is not None and r.message.has_position]
+    return max(fixes, key=lambda r: (r.message.unix_time, r.message.id), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,28 @@ class Reason(StrEnum):
     ACKNOWLEDGED = "acknowledged"
 
 
+class HeldBack(StrEnum):
+    """Why a decision paged nobody: the answer to "why was nobody told?"."""
+
+    UPDATE_TOO_SOON = "a repeat within the rule's `updates` of the previous notification"
+    UPDATES_OFF = "the rule sends no updates (`updates: off`)"
+    NEWER_IN_POLL = "a newer repeat in the same poll carries the update"
+    ALREADY_OPEN = "the incident is already open; a repeat only updates it"
+    HISTORY = "first-start history: sent before the service watched the feed"
+    NOBODY_TO_TELL = "the rule notifies nobody and nobody heard of the incident"
+    NO_TARGET = "no Apprise URL carries the tags it was meant for"
+
+
+class Subject(StrEnum):
+    """What a rule's incidents are about; titles and wording are chosen by it."""
+
+    HELP = "HELP"
+    SILENT = "Silent"
+    LOW_BATTERY = "Low battery"
+    UNKNOWN = "Unknown message"
+    EVENT = "message"  # another listed type: its alerts say "{TYPE} message"
+
+
 class Severity(StrEnum):
     """How urgent a rule's alerts are."""
 
@@ -153,7 +179,8 @@ class Decision:
     reason: Reason
     incident: Incident  # as it stands after this decision
     rule: str
-    subject: str  # HELP, Silent, Unknown message, Low battery, ...: the title's word
+    subject: str  # the title's word: HELP, Silent, Unknown message, CUSTOM message, ...
+    kind: Subject  # what the incident is about (wording is chosen by this, not `subject`)
     severity: Severity
     device: Device
     feed_name: str
@@ -164,6 +191,7 @@ class Decision:
     open_elsewhere: tuple[str, ...] = ()  # the device's other open incidents' subjects
     first_notice: bool = False  # a resolution the recipients never heard the opening of
     last_fix: Received | None = None  # the newest message behind it with a GPS fix
+    held_back: HeldBack | None = None  # why nobody is told (set whenever `tags` is empty)
 
 
 class AdminKind(StrEnum):
@@ -189,6 +217,10 @@ class AdminNotice:
     since: float | None = None
 
 
+#: How the pipeline raises a notice for the admins (and which target it is not sent to).
+RaiseNotice = Callable[[AdminNotice, str | None], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """A notification's text in its two forms."""
@@ -197,3 +229,104 @@ class Rendered:
     body: str
     short: str  # one or two SMS segments, title included
     severity: Severity
+
+
+# -- records the store keeps ------------------------------------------------------------
+
+
+class FeedErrorKind(StrEnum):
+    """Why a request to SPOT gave no usable data."""
+
+    UNAVAILABLE = "unavailable"  # transient: retried with backoff
+    BLOCKED = "blocked"  # HTTP 403/429: long back-off
+    CONFIG = "config"  # SPOT refuses the feed itself
+
+
+class FeedStatus(StrEnum):
+    """A feed's health, and what the admins were last told of it."""
+
+    OK = "ok"
+    FAILING = "failing"
+    BLOCKED = "blocked"
+
+
+class DeliveryState(StrEnum):
+    """Where one notification to one target stands."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What the store remembers of one feed between requests and restarts."""
+
+    feed_id: str
+    name: str | None = None
+    last_request: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    failures: int = 0
+    error_kind: FeedErrorKind | None = None
+    last_error: str | None = None
+    not_before: float | None = None
+    synced_at: float | None = None
+    watched_since: float | None = None
+    told: FeedStatus = FeedStatus.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A notification to write to the outbox, with its targets."""
+
+    rendered: Rendered
+    kind: str  # the decision's reason, or the admin notice's kind
+    targets: tuple[tuple[str, str, bool], ...]  # (target id, masked label, short form)
+    incident_id: int | None = None
+    resolution: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One notification owed to one target."""
+
+    id: int
+    notification_id: int
+    incident_id: int | None
+    target: str
+    label: str
+    short: bool
+    attempts: int
+    next_attempt: float
+    title: str
+    body: str
+    short_text: str
+    severity: Severity
+    kind: str
+    resolution: bool
+    incident_state: IncidentState | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHealth:
+    """A target's delivery record."""
+
+    target: str
+    label: str
+    failures: int
+    failing_since: float | None
+    told: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    """One line of an incident's history: what was decided, and who heard or why nobody."""
+
+    incident_id: int
+    at: float
+    reason: Reason
+    message_id: int | None
+    notified: bool
+    held_back: HeldBack | None = None

@@ -1,28 +1,41 @@
 """The outbox sender: works off pending deliveries, one target at a time, durably.
 
 Every notification was written (per target) before any send, in the same transaction
-as the decision behind it. A delivery is marked sent only after its target accepted
-it, so a crash between the two repeats that one message to that one target, never
-loses it. A failed target alone is retried with backoff (tenacity's exponential
-jitter, capped at minutes) while its incident is open; once the incident is resolved
-its older alerts are dropped (the resolution, which is delivered, tells the story).
-After repeated failures the admins hear `Delivery failing` once, and `Delivery
-recovered` when it works again. Deliveries to one target go out in order.
+as the decision behind it. Each pass runs these stages, each a small function:
+
+    choose     every pending delivery, oldest notification first, grouped by target
+    may it go  `why_not`: obsolete (its incident was resolved; undeliverable for a day)
+               or its target left the Apprise config -> dropped, with the reason;
+               `blocks`: the ordering rule -> an earlier one still waiting holds it back
+    send       one target at a time, in order; targets in parallel
+    record     sent only after the target accepted it (a crash in between repeats that
+               one message to that one target, never loses it); a failure is retried
+               with backoff (tenacity's exponential jitter, capped at minutes)
+    health     `track_health`: after repeated failures the admins hear `Delivery failing`
+               once, and `Delivery recovered` when it works again
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import groupby
 
 from alerter.backoff import delay_for, exponential
 from alerter.clock import Clock, sleep_or_wake
 from alerter.errors import StoreError
-from alerter.models import AdminKind, AdminNotice, Severity
-from alerter.notify import Notifier, SendResult, Targets
-from alerter.store import Delivery, Store, TargetHealth
+from alerter.models import (
+    AdminKind,
+    AdminNotice,
+    Delivery,
+    IncidentState,
+    RaiseNotice,
+    TargetHealth,
+)
+from alerter.notify import Notifier, SendResult, Target, Targets
+from alerter.store import Store
 
 log = logging.getLogger("alerter.outbox")
 
@@ -31,17 +44,81 @@ FAILING_AFTER_ATTEMPTS = 3
 #: Resolutions and admin notices are retried this long; then given up, loudly.
 GIVE_UP_AFTER = 24 * 3600.0
 RETRY_WAIT = exponential(first=10.0, cap=300.0)
+#: The longest the sender sleeps with nothing due.
+IDLE = 3600.0
 
-AdminHook = Callable[[AdminNotice, str | None], None]
+
+# -- may it go --------------------------------------------------------------------------
 
 
 def obsolete(d: Delivery, now: float) -> str | None:
     """Why a pending delivery should no longer be sent, or None."""
-    if d.incident_id is not None and d.incident_state == "resolved" and not d.resolution:
+    if (
+        d.incident_id is not None
+        and d.incident_state is IncidentState.RESOLVED
+        and not d.resolution
+    ):
         return "its incident was resolved before it could be delivered"
     if (d.incident_id is None or d.resolution) and now - d.created_at > GIVE_UP_AFTER:
         return f"undeliverable for {GIVE_UP_AFTER / 3600:.0f} h"
     return None
+
+
+def why_not(d: Delivery, now: float, targets: Targets) -> str | None:
+    """Why a pending delivery is dropped rather than sent (due or not), or None."""
+    why = obsolete(d, now)
+    if why is None and targets.get(d.target) is None:
+        why = "its target is no longer in the Apprise config"
+    return why
+
+
+def blocks(waiting: Delivery, later: Delivery) -> bool:
+    """Whether `waiting` (earlier, to the same target, not yet sent) holds `later` back.
+
+    The ordering rule, in this one place: today a target's deliveries go strictly in
+    the order their notifications were written.
+    """
+    return waiting.notification_id < later.notification_id
+
+
+# -- health -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """A target's record after one attempt, and the notice the admins are owed, if any."""
+
+    health: TargetHealth | None  # None: nothing to store
+    notice: AdminNotice | None
+
+
+def track_health(
+    previous: TargetHealth | None, target: str, label: str, error: str | None, now: float
+) -> HealthChange:
+    """The target's record after an attempt that succeeded (`error` None) or failed."""
+    if error is None:
+        if previous is None or (previous.failures == 0 and not previous.told):
+            return HealthChange(None, None)
+        notice = (
+            AdminNotice(
+                AdminKind.DELIVERY_RECOVERED, label, "Deliveries go through again.", now,
+                since=previous.failing_since,
+            )
+            if previous.told
+            else None
+        )  # fmt: skip
+        return HealthChange(TargetHealth(target, label, 0, None, told=False), notice)
+    before = previous or TargetHealth(target, label, 0, None, told=False)
+    failures = before.failures + 1
+    since = before.failing_since or now
+    notice = None
+    if failures >= FAILING_AFTER_ATTEMPTS and not before.told:
+        notice = AdminNotice(AdminKind.DELIVERY_FAILING, label, error, now, since=since)
+    told = before.told or notice is not None
+    return HealthChange(TargetHealth(target, label, failures, since, told), notice)
+
+
+# -- the sender -------------------------------------------------------------------------
 
 
 class Sender:
@@ -50,10 +127,10 @@ class Sender:
     def __init__(
         self,
         store: Store,
-        targets: Callable[[], Targets],
+        targets: Targets,
         notifier: Notifier,
         clock: Clock,
-        admin: AdminHook,
+        admin: RaiseNotice,
     ) -> None:
         self.store = store
         self.targets = targets
@@ -61,7 +138,11 @@ class Sender:
         self.clock = clock
         self.admin = admin
         self.wake = asyncio.Event()
-        self.sending = 0
+
+    def use(self, targets: Targets) -> None:
+        """Deliver to the targets of a reloaded Apprise config from the next pass on."""
+        self.targets = targets
+        self.wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver whatever is due, then sleep until the next retry or a wake-up."""
@@ -73,24 +154,17 @@ class Sender:
             except StoreError:
                 log.exception("outbox: the state database failed; retrying")
                 next_at = self.clock.now() + 5
-            wait = 3600.0 if next_at is None else max(0.0, next_at - self.clock.now())
-            await sleep_or_wake(self.clock, min(wait, 3600.0), self.wake)
+            wait = IDLE if next_at is None else max(0.0, next_at - self.clock.now())
+            await sleep_or_wake(self.clock, min(wait, IDLE), self.wake)
 
     async def deliver_due(self) -> int:
         """Send every due delivery (targets in parallel, each target in order); count sent."""
         now = self.clock.now()
-        # Also those not yet due: an obsolete alert waiting for its retry must not hold
-        # back the resolution queued behind it for the same target.
-        dropped = self.store.drop_obsolete("its incident was resolved before it was delivered")
-        if dropped:
-            log.info("outbox: dropped %d alerts of resolved incidents", dropped)
-        due = self.store.due_deliveries(now)
-        due.sort(key=lambda d: (d.target, d.notification_id))
-        by_target = groupby(due, key=lambda d: d.target)
+        queues = self.choose(now)
         # Every target's run finishes before this returns or raises: a send still in flight
         # after an error would be sent again by the next pass (a duplicate to that target).
         results = await asyncio.gather(
-            *(self._deliver_target(target, list(ds)) for target, ds in by_target),
+            *(self._deliver_target(target, queue, now) for target, queue in queues),
             return_exceptions=True,
         )
         for r in results:
@@ -98,69 +172,72 @@ class Sender:
                 raise r
         return sum(r for r in results if isinstance(r, int))
 
-    async def _deliver_target(self, target_id: str, deliveries: list[Delivery]) -> int:
-        sent = 0
-        for d in deliveries:
-            now = self.clock.now()
-            why = obsolete(d, now)
-            target = self.targets().get(target_id)
-            if why is None and target is None:
-                why = "its target is no longer in the Apprise config"
-            if why is not None:
+    def choose(self, now: float) -> list[tuple[Target, list[Delivery]]]:
+        """Every pending delivery that may still go, by target, oldest first.
+
+        Those not yet due count too: an obsolete alert waiting for its retry must not
+        hold back the resolution queued behind it for the same target.
+        """
+        keep: list[Delivery] = []
+        for d in self.store.pending_deliveries():
+            why = why_not(d, now, self.targets)
+            if why is None:
+                keep.append(d)
+            else:
                 log.info("outbox: dropping %r to %s: %s", d.title, d.label, why)
                 self.store.drop_delivery(d.id, why)
+        keep.sort(key=lambda d: (d.target, d.notification_id))
+        queues: list[tuple[Target, list[Delivery]]] = []
+        for target_id, ds in groupby(keep, key=lambda d: d.target):
+            target = self.targets.get(target_id)
+            assert target is not None  # why_not dropped the others
+            queues.append((target, list(ds)))
+        return queues
+
+    async def _deliver_target(self, target: Target, queue: Sequence[Delivery], now: float) -> int:
+        sent = 0
+        waiting: list[Delivery] = []
+        for d in queue:
+            if d.next_attempt > now or any(blocks(w, d) for w in waiting):
+                waiting.append(d)
                 continue
-            assert target is not None
-            if self.store.pending_before(target_id, d.notification_id):
-                break  # an older one to this target is waiting for its retry: keep order
-            title, body = ("", d.short_text) if d.short else (d.title, d.body)
-            self.sending += 1
-            try:
-                result = await self.notifier.send(target, title, body, Severity(d.severity))
-            except Exception as exc:  # a plugin bug must not stop the outbox
-                log.exception("outbox: sending to %s raised", d.label)
-                result = SendResult(False, type(exc).__name__)
-            finally:
-                self.sending -= 1
+            result = await self.send(target, d)
+            self.record(d, result)
             if result.ok:
-                self.store.mark_sent(d.id, self.clock.now())
-                log.info("outbox: sent %r to %s", d.title, d.label)
-                self._healthy(target_id, d.label)
                 sent += 1
             else:
-                delay = delay_for(RETRY_WAIT, d.attempts + 1)
-                self.store.mark_failed(d.id, result.error, self.clock.now() + delay)
-                self._failing(target_id, d.label, result.error)
-                break  # later ones to this target wait for this one
+                waiting.append(d)
         return sent
 
-    def _healthy(self, target_id: str, label: str) -> None:
-        h = self.store.target_health(target_id)
-        if h is None or (h.failures == 0 and not h.told):
-            return
-        if h.told:
-            log.info("outbox: %s works again", label)
-            self.admin(
-                AdminNotice(
-                    AdminKind.DELIVERY_RECOVERED, label, "Deliveries go through again.",
-                    self.clock.now(), since=h.failing_since,
-                ),
-                target_id,
-            )  # fmt: skip
-        self.store.set_target_health(TargetHealth(target_id, label, 0, None, told=False))
+    async def send(self, target: Target, d: Delivery) -> SendResult:
+        """One delivery to its target; a plugin's exception is a failed send."""
+        title, body = ("", d.short_text) if d.short else (d.title, d.body)
+        try:
+            return await self.notifier.send(target, title, body, d.severity)
+        except Exception as exc:  # a plugin bug must not stop the outbox
+            log.exception("outbox: sending to %s raised", d.label)
+            return SendResult(False, type(exc).__name__)
 
-    def _failing(self, target_id: str, label: str, error: str) -> None:
+    def record(self, d: Delivery, result: SendResult) -> None:
+        """Record the attempt (sent only now) and the target's health."""
         now = self.clock.now()
-        h = self.store.target_health(target_id) or TargetHealth(target_id, label, 0, None, False)
-        failures = h.failures + 1
-        since = h.failing_since or now
-        told = h.told
-        if failures == 1:
-            log.warning("outbox: %s failed: %s; retrying with backoff", label, error)
-        if failures >= FAILING_AFTER_ATTEMPTS and not told:
-            told = True
-            log.error("outbox: %s keeps failing (%d attempts): %s", label, failures, error)
-            self.admin(
-                AdminNotice(AdminKind.DELIVERY_FAILING, label, error, now, since=since), target_id
-            )
-        self.store.set_target_health(TargetHealth(target_id, label, failures, since, told))
+        if result.ok:
+            self.store.mark_sent(d.id, now)
+            log.info("outbox: sent %r to %s", d.title, d.label)
+        else:
+            delay = delay_for(RETRY_WAIT, d.attempts + 1)
+            self.store.mark_failed(d.id, result.error, now + delay)
+        error = None if result.ok else result.error
+        change = track_health(self.store.target_health(d.target), d.target, d.label, error, now)
+        if change.health is None:
+            return
+        h = change.health
+        if error is not None and h.failures == 1:
+            log.warning("outbox: %s failed: %s; retrying with backoff", d.label, error)
+        if change.notice is not None:
+            if error is None:
+                log.info("outbox: %s works again", d.label)
+            else:
+                log.error("outbox: %s keeps failing (%d attempts): %s", d.label, h.failures, error)
+            self.admin(change.notice, d.target)
+        self.store.set_target_health(h)

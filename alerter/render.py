@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from alerter.durations import format_duration
+from alerter.durations import ago, format_duration
 from alerter.models import (
     AdminKind,
     AdminNotice,
@@ -35,8 +35,10 @@ from alerter.models import (
     Received,
     Rendered,
     Severity,
-    usual_gap,
+    Subject,
+    newest_fix,
 )
+from alerter.rhythm import usual_gap
 
 #: Characters of one SMS segment, and of two (concatenated segments carry a header).
 SMS_ONE = 160
@@ -121,7 +123,7 @@ def _heading(decision: Decision, subject: str, who: str) -> tuple[str, str]:
         case Reason.UPDATED:
             return f"{subject} update{late}", who
         case Reason.RESOLVED:
-            return f"{_resolved_kind(decision.subject, subject)}{late}", who
+            return f"{_resolved_kind(decision.kind, subject)}{late}", who
         case Reason.REMINDED:
             return f"Reminder {decision.incident.reminders}{late}", f"{subject} {who}"
         case Reason.ESCALATED:
@@ -130,11 +132,12 @@ def _heading(decision: Decision, subject: str, who: str) -> tuple[str, str]:
             return f"Acknowledged{late}", f"{subject} {who}"
 
 
-def _resolved_kind(subject: str, shown: str) -> str:
-    if subject == "HELP":
-        return "HELP cancelled"
-    if subject == "Silent":
-        return "Back in contact"
+def _resolved_kind(kind: Subject, shown: str) -> str:
+    match kind:
+        case Subject.HELP:
+            return "HELP cancelled"
+        case Subject.SILENT:
+            return "Back in contact"
     return f"{shown} resolved"
 
 
@@ -154,7 +157,7 @@ def _body(decision: Decision, now: float, zone: ZoneInfo, ack: str | None) -> li
     lines.append(f"Battery: {_battery(msg)}")
     if msg is not None and msg.message.content:
         lines.append(f"Message: {msg.message.content}")
-    if d.subject == "HELP":
+    if d.kind is Subject.HELP:
         since = "HELP sent" if d.reason is Reason.RESOLVED else "HELP since"
         lines += [f"{since}: {_when(_started(d), now, zone)}", f"Updates: {d.incident.updates}"]
     lines.append(f"Still open: {', '.join(d.open_elsewhere)}" if d.open_elsewhere
@@ -193,31 +196,36 @@ def _headline(d: Decision, now: float, zone: ZoneInfo) -> str:
 def _situation(d: Decision, now: float, zone: ZoneInfo) -> str:
     """What the incident is about, as a clause: `Alice pressed HELP`."""
     name = d.device.name
-    if d.subject == "HELP":
-        return f"{name} pressed HELP"
-    if d.subject == "Silent":
-        started = d.incident.started_at
-        gap = usual_gap(d.device.recent_times)
-        usual = f"; its usual gap between messages is {format_duration(gap)}" if gap else ""
-        return f"{name} has been silent since {_clock(started, zone)}, {_ago(started, now)}{usual}"
-    if d.subject == "Low battery":
-        return f"{name} reports a low battery"
     opening = d.first_message or d.message
-    kind = opening.message.type if opening is not None else "?"
-    if d.subject == "Unknown message":
-        return f"{name} sent a message of unknown type {kind}"
-    return f"{name} sent a message of type {kind}"
+    message_type = opening.message.type if opening is not None else "?"
+    match d.kind:
+        case Subject.HELP:
+            return f"{name} pressed HELP"
+        case Subject.SILENT:
+            started = d.incident.started_at
+            gap = usual_gap(d.device.recent_times)
+            usual = f"; its usual gap between messages is {format_duration(gap)}" if gap else ""
+            return (
+                f"{name} has been silent since {_clock(started, zone)}, {ago(started, now)}{usual}"
+            )
+        case Subject.LOW_BATTERY:
+            return f"{name} reports a low battery"
+        case Subject.UNKNOWN:
+            return f"{name} sent a message of unknown type {message_type}"
+        case Subject.EVENT:
+            return f"{name} sent a message of type {message_type}"
 
 
 def _resolution(d: Decision, now: float) -> str:
     name = d.device.name
-    if d.subject == "HELP":
-        return f"HELP cancelled: {name} cancelled the HELP."
-    if d.subject == "Silent":
-        silence = format_duration(_message_time(d) - d.incident.started_at)
-        return f"Back in contact: {name} was heard again after a silence of {silence}."
-    if d.subject == "Low battery":
-        return f"Low battery resolved: {name} reports a good battery again."
+    match d.kind:
+        case Subject.HELP:
+            return f"HELP cancelled: {name} cancelled the HELP."
+        case Subject.SILENT:
+            silence = format_duration(_message_time(d) - d.incident.started_at)
+            return f"Back in contact: {name} was heard again after a silence of {silence}."
+        case Subject.LOW_BATTERY:
+            return f"Low battery resolved: {name} reports a good battery again."
     return f"{d.subject} resolved: the incident for {name} is closed."
 
 
@@ -225,23 +233,23 @@ def _circumstance(d: Decision, now: float, zone: ZoneInfo) -> list[str]:
     """The line that explains a late or first-heard-of-at-its-end alert, if any."""
     t = _message_time(d)
     if d.first_notice:
-        opened, closed = _opened_closed(d.subject)
+        opened, closed = _opened_closed(d.kind, d.subject)
         return [
             f"{opened} at {_clock(_started(d), zone)} and {closed} at {_clock(t, zone)}; "
             "both reached the service only now."
         ]
     if d.late:
-        return [f"Late: sent {_clock(t, zone)}, {_ago(t, now)}; the service only saw it now."]
+        return [f"Late: sent {_clock(t, zone)}, {ago(t, now)}; the service only saw it now."]
     return []
 
 
-def _opened_closed(subject: str) -> tuple[str, str]:
+def _opened_closed(kind: Subject, shown: str) -> tuple[str, str]:
     """How a first-notice resolution names its two moments."""
-    return ("HELP sent", "cancelled") if subject == "HELP" else (f"{subject} began", "resolved")
+    return ("HELP sent", "cancelled") if kind is Subject.HELP else (f"{shown} began", "resolved")
 
 
 def _time_label(d: Decision) -> str:
-    if d.subject == "Silent" and d.reason is not Reason.RESOLVED:
+    if d.kind is Subject.SILENT and d.reason is not Reason.RESOLVED:
         return "Last heard"
     if d.reason in (Reason.REMINDED, Reason.ESCALATED, Reason.ACKNOWLEDGED):
         return "Latest message"
@@ -282,9 +290,9 @@ def _short_timing(d: Decision, now: float) -> tuple[str, str]:
     t = _message_time(d)
     when = f"{_hhmmz(t)} {_compact(now - t)} ago"
     if d.first_notice:
-        opened, closed = _opened_closed(_sms(d.subject, _SMS_SUBJECT))
+        opened, closed = _opened_closed(d.kind, _sms(d.subject, _SMS_SUBJECT))
         return f"{opened} {_hhmmz(_started(d))}, {closed} {when}", ""
-    if d.subject == "Silent":
+    if d.kind is Subject.SILENT:
         started = d.incident.started_at
         if d.reason is Reason.RESOLVED:
             return f"after {_compact(t - started)} silence", when
@@ -428,7 +436,7 @@ def _admin_short_time(notice: AdminNotice, now: float) -> str:
 def _when(t: float, now: float, zone: ZoneInfo) -> str:
     """`14:03 UTC (15:03 CET), 26 Nov 2026 — 7 min ago`."""
     utc = datetime.fromtimestamp(t, UTC)
-    return f"{_clock(t, zone)}, {utc.day} {_MONTHS[utc.month - 1]} {utc.year} — {_ago(t, now)}"
+    return f"{_clock(t, zone)}, {utc.day} {_MONTHS[utc.month - 1]} {utc.year} — {ago(t, now)}"
 
 
 def _clock(t: float, zone: ZoneInfo) -> str:
@@ -440,10 +448,6 @@ def _clock(t: float, zone: ZoneInfo) -> str:
     local = utc.astimezone(zone)
     day = f" {local.day} {_MONTHS[local.month - 1]}" if local.date() != utc.date() else ""
     return f"{text} ({local:%H:%M} {local.tzname()}{day})"
-
-
-def _ago(t: float, now: float) -> str:
-    return f"{format_duration(now - t)} ago"
 
 
 def _hhmmz(t: float) -> str:
@@ -482,9 +486,9 @@ def _fix(received: Received | None) -> tuple[float, float] | None:
 
 def _last_fix(d: Decision) -> tuple[Received, tuple[float, float]] | None:
     """The newest fix among the incident's messages and the device's latest message."""
-    candidates = (d.last_fix, d.first_message, d.device.last)
-    known = [(r, fix) for r in candidates if r and (fix := _fix(r))]
-    return max(known, key=lambda k: k[0].message.unix_time, default=None)
+    newest = newest_fix((d.last_fix, d.first_message, d.device.last))
+    fix = _fix(newest)
+    return (newest, fix) if newest is not None and fix is not None else None
 
 
 def _message_time(d: Decision) -> float:

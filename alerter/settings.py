@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -164,9 +165,12 @@ class Settings(BaseSettings):
         """The SQLite file."""
         return self.state_dir / "alerter.db"
 
-    def feed(self, feed_id: str) -> FeedConfig | None:
-        """The configured feed with this id."""
-        return next((f for f in self.feeds if f.id == feed_id), None)
+    def feed_names(self, spot_names: Mapping[str, str | None]) -> dict[str, str]:
+        """Every feed's display name (alerts and `status` alike): the admin's name, else
+        the one SPOT gives it, else the masked id. `spot_names`: feed id -> SPOT's name."""
+        names = {fid: name or mask_id(fid) for fid, name in spot_names.items()}
+        names.update({f.id: f.name or names.get(f.id) or mask_id(f.id) for f in self.feeds})
+        return names
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

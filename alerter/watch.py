@@ -32,15 +32,13 @@ from typing import Literal
 from alerter.backoff import delay_for, exponential
 from alerter.clock import Clock, sleep_or_wake
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable, StoreError
-from alerter.models import PAGE_SIZE, FeedPage, Message
+from alerter.models import PAGE_SIZE, SPOT_KEEPS, FeedPage, Message
 from alerter.settings import FeedConfig, Settings
-from alerter.spot.client import FeedClient
+from alerter.spot.client import FeedSource
 from alerter.store import Store
 
 log = logging.getLogger("alerter.watch")
 
-#: SPOT keeps 7 days.
-HISTORY = 7 * 86400.0
 #: How far back a busy feed is re-read for messages that reached SPOT late.
 LATE_OVERLAP = 2 * 3600.0
 #: A feed SPOT calls misconfigured is retried this rarely (the admins are told).
@@ -122,7 +120,7 @@ class Watcher:
     def __init__(
         self,
         settings: Settings,
-        client: FeedClient,
+        client: FeedSource,
         store: Store,
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
@@ -319,7 +317,7 @@ class Watcher:
             done = reached_known and oldest < now - LATE_OVERLAP
         else:
             done = oldest < now - self.settings.first_start_lookback
-        if done or _records(page) < PAGE_SIZE or (oldest is not None and oldest < now - HISTORY):
+        if done or _records(page) < PAGE_SIZE or (oldest is not None and oldest < now - SPOT_KEEPS):
             log.info(
                 "feed %s: paged back to start=%d; caught up",
                 cur.feed.display_name, cur.sweep_start,

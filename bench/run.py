@@ -26,8 +26,8 @@ from aiohttp import web
 
 from alerter.clock import SystemClock
 from alerter.models import Message
+from alerter.sim import Simulator, to_json, to_xml
 from alerter.spot.parse import parse_feed
-from alerter.spot.simulator import Simulator, to_json, to_xml
 from alerter.store import Store
 
 RULES = Path(__file__).resolve().parent.parent / "rules"

@@ -26,8 +26,8 @@ from alerter.clock import FakeClock
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable
 from alerter.models import FeedPage, Message
 from alerter.settings import FeedConfig
+from alerter.sim import Simulator, error_to_xml, to_json, to_xml
 from alerter.spot.client import MAX_BODY, FeedClient, classify_status, format_spot_date
-from alerter.spot.simulator import Simulator, error_to_xml, to_json, to_xml
 
 BASE = "http://spot.test/feed"
 SECRET = "s3cr3t-Pa55"

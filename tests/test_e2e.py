@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from alerter.clock import SystemClock
-from alerter.spot.simulator import SimDevice, SimFeed, Simulator
+from alerter.sim import SimDevice, SimFeed, Simulator
 
 if TYPE_CHECKING:
     from conftest import JsonReceiver, SmtpServer

@@ -35,8 +35,9 @@ from alerter.models import (
     Received,
     Severity,
 )
-from alerter.rules import Rule, RuleSet, SilentFor, load_rules
-from alerter.store import merge_recent_times
+from alerter.rhythm import merge_recent_times
+from alerter.rules.loader import load_rules
+from alerter.rules.schema import Rule, RuleSet, SilentFor
 
 DEFAULT_RULES = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.yml")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from alerter.health import BLOCKED, FAILING, OK, feed_health, feed_status
-from alerter.models import AdminKind
-from alerter.store import FeedState
+from alerter.models import AdminKind, FeedErrorKind, FeedState
+
+UNAV, BLOCK, CONF = FeedErrorKind.UNAVAILABLE, FeedErrorKind.BLOCKED, FeedErrorKind.CONFIG
 
 START = 1_800_000_000.0
 AFTER = 15 * 60.0
@@ -20,18 +21,18 @@ def state(**kw: object) -> FeedState:
     ("st", "now", "expected"),
     [
         pytest.param(state(), START + 9999, OK, id="no-failure"),
-        pytest.param(state(failures=3, error_kind="unavailable"), START + 60, OK,
+        pytest.param(state(failures=3, error_kind=UNAV), START + 60, OK,
                      id="failing-briefly-still-ok"),
-        pytest.param(state(failures=9, error_kind="unavailable"), START + AFTER, FAILING,
+        pytest.param(state(failures=9, error_kind=UNAV), START + AFTER, FAILING,
                      id="failing-since-start"),
-        pytest.param(state(failures=9, error_kind="unavailable", last_success=START + 600),
+        pytest.param(state(failures=9, error_kind=UNAV, last_success=START + 600),
                      START + AFTER + 599, OK, id="counted-from-last-good-answer"),
-        pytest.param(state(failures=9, error_kind="unavailable", last_success=START - 86400),
+        pytest.param(state(failures=9, error_kind=UNAV, last_success=START - 86400),
                      START + 60, OK, id="old-success-counts-from-start"),
-        pytest.param(state(failures=1, error_kind="blocked"), START + 1, BLOCKED, id="403-at-once"),
-        pytest.param(state(failures=1, error_kind="config"), START + 1, FAILING,
+        pytest.param(state(failures=1, error_kind=BLOCK), START + 1, BLOCKED, id="403-at-once"),
+        pytest.param(state(failures=1, error_kind=CONF), START + 1, FAILING,
                      id="config-fault-at-once"),
-        pytest.param(state(failures=2, error_kind="unavailable", told=FAILING), START + 60,
+        pytest.param(state(failures=2, error_kind=UNAV, told=FAILING), START + 60,
                      FAILING, id="still-failing-once-told"),
     ],
 )  # fmt: skip
@@ -42,13 +43,13 @@ def test_feed_status(st: FeedState, now: float, expected: str) -> None:
 @pytest.mark.parametrize(
     ("st", "kind"),
     [
-        pytest.param(state(failures=1, error_kind="blocked", last_error="HTTP 403"),
+        pytest.param(state(failures=1, error_kind=BLOCK, last_error="HTTP 403"),
                      AdminKind.FEED_BLOCKED, id="blocked"),
-        pytest.param(state(failures=50, error_kind="unavailable", last_error="timed out"),
+        pytest.param(state(failures=50, error_kind=UNAV, last_error="timed out"),
                      AdminKind.FEED_FAILING, id="failing"),
         pytest.param(state(told=FAILING), AdminKind.FEED_RECOVERED, id="recovered"),
         pytest.param(state(told=BLOCKED), AdminKind.FEED_RECOVERED, id="unblocked"),
-        pytest.param(state(told=FAILING, failures=50, error_kind="unavailable"), None,
+        pytest.param(state(told=FAILING, failures=50, error_kind=UNAV), None,
                      id="told-already"),
         pytest.param(state(), None, id="fine"),
     ],

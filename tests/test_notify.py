@@ -24,6 +24,7 @@ from alerter.models import (
     Reason,
     Received,
     Severity,
+    Subject,
 )
 from alerter.notify import (
     AppriseNotifier,
@@ -102,7 +103,8 @@ def help_decision() -> Decision:
     )  # fmt: skip
     return Decision(
         reason=Reason.OPENED, incident=incident, rule="help", subject="HELP",
-        severity=Severity.CRITICAL, device=Device("0-3537610", "Alice", "feed1", last=received),
+        kind=Subject.HELP, severity=Severity.CRITICAL,
+        device=Device("0-3537610", "Alice", "feed1", last=received),
         feed_name="Club", message=received, tags=("rescue",), first_message=received,
     )  # fmt: skip
 

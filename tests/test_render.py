@@ -20,6 +20,7 @@ from alerter.models import (
     Reason,
     Received,
     Severity,
+    Subject,
 )
 from alerter.render import SMS_ONE, SMS_TWO, render, render_admin, render_test
 
@@ -60,6 +61,11 @@ def incident(**kw: Any) -> Incident:
     return replace(base, **kw)
 
 
+def kind_of(subject: str) -> Subject:
+    """The kind a rule with this title word has (`CUSTOM message`: another listed type)."""
+    return next((k for k in Subject if k.value == subject), Subject.EVENT)
+
+
 def decision(reason: Reason = Reason.OPENED, subject: str = "HELP", **kw: Any) -> Decision:
     """A HELP from Alice (Club) at 14:03 UTC, seen 7 min ago; override any field."""
     msg = received()
@@ -68,7 +74,8 @@ def decision(reason: Reason = Reason.OPENED, subject: str = "HELP", **kw: Any) -
         state = IncidentState.ACKNOWLEDGED
     base = Decision(
         reason=reason, incident=incident(state=state), rule="help", subject=subject,
-        severity=Severity.CRITICAL, device=Device("0-3537610", "Alice", "feed1", last=msg),
+        kind=kind_of(subject), severity=Severity.CRITICAL,
+        device=Device("0-3537610", "Alice", "feed1", last=msg),
         feed_name="Club", message=msg, tags=("rescue",), first_message=msg,
     )  # fmt: skip
     return replace(base, **kw)

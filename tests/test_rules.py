@@ -10,7 +10,8 @@ import pytest
 
 from alerter.errors import ConfigError, Problem
 from alerter.models import Severity
-from alerter.rules import Rule, RuleSet, SilentFor, Trigger, load_rules
+from alerter.rules.loader import load_rules
+from alerter.rules.schema import Rule, RuleSet, SilentFor, Trigger
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.yml"
 KNOWN_TAGS = {"rescue", "rescue-backup", "admin"}
@@ -48,7 +49,8 @@ def test_default_rules_load() -> None:
     ]
     assert set(rules.origins) == set(rules.by_name)
     assert all(o.startswith(f"{DEFAULT_RULES}:") for o in rules.origins.values())
-    assert rules.tags() == {"rescue", "rescue-backup"}
+    tags = {t for r in rules.rules for t in (*r.notify, *(t for e in r.escalate for t in e.notify))}
+    assert tags == {"rescue", "rescue-backup"}
 
 
 def test_default_help() -> None:
@@ -93,7 +95,7 @@ def test_default_conditions_and_unknown() -> None:
     assert stale.notify == ("rescue",)
     assert stale.severity is Severity.WARNING
     assert stale.repeat is None
-    assert stale.is_condition
+    assert stale.when.trigger is Trigger.SILENCE
 
     assert unknown.when.trigger is Trigger.UNKNOWN
     assert unknown.notify == ("rescue",)
@@ -104,7 +106,7 @@ def test_default_conditions_and_unknown() -> None:
     assert battery.notify == ("rescue",)
     assert battery.severity is Severity.INFO
     assert battery.repeat is None
-    assert battery.is_condition
+    assert battery.when.trigger is Trigger.BATTERY
 
 
 # --- folders ---------------------------------------------------------------------------
@@ -756,7 +758,7 @@ def test_escalations_sorted_by_after() -> None:
         (1200.0, ("rescue-backup",)),
         (3600.0, ("admin",)),
     ]
-    assert r.all_tags() == {"admin", "rescue-backup"}
+    assert {t for e in r.escalate for t in e.notify} | set(r.notify) == {"admin", "rescue-backup"}
 
 
 @pytest.mark.parametrize(

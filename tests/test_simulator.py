@@ -19,8 +19,7 @@ import yarl
 from alerter.clock import FakeClock
 from alerter.errors import FeedConfigFault, FeedUnavailable
 from alerter.models import NO_POSITION, Message
-from alerter.spot.parse import parse_feed
-from alerter.spot.simulator import (
+from alerter.sim import (
     FIRST_ID,
     SimFeed,
     Simulator,
@@ -29,6 +28,7 @@ from alerter.spot.simulator import (
     to_json,
     to_xml,
 )
+from alerter.spot.parse import format_spot_datetime, parse_feed
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T0 = 1_700_000_000.0
@@ -37,7 +37,7 @@ DAY = 86_400
 
 def spot_date(t: float) -> str:
     """startDate / endDate as SPOT wants them."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S-0000", time.gmtime(t))
+    return format_spot_datetime(t, "-0000")
 
 
 @pytest.fixture
@@ -698,7 +698,7 @@ def test_track_and_repeat(clock: FakeClock) -> None:
     assert sim.feeds["F"].messages == track + helps
     off = dev.send("POWER-OFF", T0 + 5000)
     assert not off.has_position
-    assert off.date_time == time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(int(T0 + 5000)))
+    assert off.date_time == format_spot_datetime(int(T0 + 5000))
 
 
 async def test_many_feeds_are_served_quickly(

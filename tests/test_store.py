@@ -12,8 +12,22 @@ from pathlib import Path
 import pytest
 
 from alerter.errors import StoreError
-from alerter.models import RHYTHM_WINDOW, Incident, IncidentState, Message, Rendered, Severity
-from alerter.store import SCHEMA_VERSION, EngineEvent, Outgoing, Store, merge_recent_times
+from alerter.models import (
+    RHYTHM_WINDOW,
+    EngineEvent,
+    FeedErrorKind,
+    FeedStatus,
+    Incident,
+    IncidentState,
+    Message,
+    Outgoing,
+    Reason,
+    Rendered,
+    Severity,
+)
+from alerter.rhythm import merge_recent_times
+from alerter.store import SCHEMA_VERSION, Store
+from alerter.store import incidents as incidents_module
 
 T0 = 1_700_000_000.0
 FEED = "FEED1"
@@ -127,7 +141,7 @@ def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
     s.close()
     s = Store.open(db_path)
     try:
-        assert s.message_count() == 1
+        assert sum(s.message_counts().values()) == 1
         assert s.get_meta("k") == "v"
         s.delete_meta("k")
         assert s.get_meta("k") is None
@@ -177,7 +191,7 @@ def test_insert_messages_dedups_by_id_and_returns_only_new(store: Store) -> None
     # The same ids again (even with changed fields) are not new; the first copy stays.
     again = store.insert_messages(FEED, [replace(a, type="HELP"), c, b], T0 + 1, initial=False)
     assert again == [c]
-    assert store.message_count() == 3
+    assert sum(store.message_counts().values()) == 3
     stored = store.messages_by_id([10, 12])
     assert stored[10].message.type == "TRACK"
     assert stored[10].initial is True
@@ -295,15 +309,6 @@ def test_pending_ordered_by_time_then_id(store: Store) -> None:
     assert [r.message.id for r in store.pending(limit=2)] == [5, 20]
 
 
-def test_track_by_id_or_name(store: Store) -> None:
-    store.insert_messages(
-        FEED, [msg(2, 200), msg(1, 100), msg(3, 300, device="0-2", name="Ben")], T0, initial=False
-    )
-    assert [r.message.id for r in store.track("0-1")] == [1, 2]
-    assert [r.message.id for r in store.track("Anna", since=150)] == [2]
-    assert [r.message.id for r in store.track("Ben")] == [3]
-
-
 # -- evaluation commits ------------------------------------------------------------------
 
 
@@ -312,15 +317,15 @@ def test_commit_evaluation_writes_everything(store: Store) -> None:
     store.commit_evaluation(
         processed=[1],
         incidents=[incident(1)],
-        events=[EngineEvent(1, T0 + 5, "opened", 1, True)],
+        events=[EngineEvent(1, T0 + 5, Reason.OPENED, 1, True)],
         outgoing=[outgoing(1, "sms", "mail")],
         at=T0 + 5,
     )
     assert [r.message.id for r in store.pending()] == [2]
     assert store.incidents() == [incident(1)]
     assert store.next_incident_id() == 2
-    assert store.events(1) == [EngineEvent(1, T0 + 5, "opened", 1, True)]
-    due = store.due_deliveries(T0 + 5)
+    assert store.history(1) == [EngineEvent(1, T0 + 5, Reason.OPENED, 1, True)]
+    due = store.pending_deliveries(T0 + 5)
     assert [(d.target, d.label, d.short, d.incident_id, d.title) for d in due] == [
         ("sms", "masked-sms", True, 1, "HELP Anna"),
         ("mail", "masked-mail", False, 1, "HELP Anna"),
@@ -353,7 +358,7 @@ def test_commit_evaluation_bad_row_writes_nothing(store: Store) -> None:
             processed=[1],
             incidents=[incident(1)],
             # No incident 99: the foreign key fails after the incident was written.
-            events=[EngineEvent(99, T0, "opened", 1, True)],
+            events=[EngineEvent(99, T0, Reason.OPENED, 1, True)],
             outgoing=[outgoing(1, "sms")],
             at=T0,
         )
@@ -367,18 +372,18 @@ def test_commit_evaluation_failure_mid_way_writes_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.insert_messages(FEED, [msg(1, 100, "HELP")], T0, initial=False)
-    real = Store._write_outgoing
+    real = incidents_module.write_outgoing
 
     def write_then_fail(c: sqlite3.Connection, out: list[Outgoing], at: float) -> None:
         real(c, out, at)
         raise RuntimeError("crash after the outbox rows")
 
-    monkeypatch.setattr(Store, "_write_outgoing", staticmethod(write_then_fail))
+    monkeypatch.setattr(incidents_module, "write_outgoing", write_then_fail)
     with pytest.raises(RuntimeError, match="crash"):
         store.commit_evaluation(
             processed=[1],
             incidents=[incident(1)],
-            events=[EngineEvent(1, T0, "opened", 1, True)],
+            events=[EngineEvent(1, T0, Reason.OPENED, 1, True)],
             outgoing=[outgoing(1, "sms")],
             at=T0,
         )
@@ -401,30 +406,24 @@ def test_due_deliveries_mark_sent_failed_dropped(store: Store) -> None:
     store.enqueue([outgoing(None, "a", "b", title="first")], T0)
     store.enqueue([outgoing(None, "a", title="second")], T0 + 10)
     assert store.next_delivery_at() == T0
-    due = store.due_deliveries(T0)
+    due = store.pending_deliveries(T0)
     assert [(d.title, d.target) for d in due] == [("first", "a"), ("first", "b")]
-    assert len(store.due_deliveries(T0 + 10)) == 3
-    assert len(store.due_deliveries(T0 + 10, limit=2)) == 2
-    first_a, first_b, second_a = store.due_deliveries(T0 + 10)
-
-    assert store.pending_before("a", second_a.notification_id) is True
-    assert store.pending_before("a", first_a.notification_id) is False
-    assert store.pending_before("b", second_a.notification_id) is True
+    assert len(store.pending_deliveries(T0 + 10)) == 3
+    assert len(store.pending_deliveries(T0 + 10, limit=2)) == 2
+    first_a, first_b, second_a = store.pending_deliveries(T0 + 10)
 
     store.mark_sent(first_a.id, T0 + 11)
-    assert store.pending_before("a", second_a.notification_id) is False
 
     store.mark_failed(first_b.id, "HTTP 500", T0 + 60)
-    due = store.due_deliveries(T0 + 20)
+    due = store.pending_deliveries(T0 + 20)
     assert [d.id for d in due] == [second_a.id]
-    later = {d.id: d for d in store.due_deliveries(T0 + 60)}
+    later = {d.id: d for d in store.pending_deliveries(T0 + 60)}
     assert later[first_b.id].attempts == 1
     assert store.next_delivery_at() == T0 + 10
     assert store.oldest_pending_delivery() == T0
 
     store.drop_delivery(first_b.id, "incident over")
-    assert [d.id for d in store.due_deliveries(T0 + 1000)] == [second_a.id]
-    assert store.pending_before("b", second_a.notification_id) is False
+    assert [d.id for d in store.pending_deliveries(T0 + 1000)] == [second_a.id]
     assert store.delivery_counts() == {"sent": 1, "dropped": 1, "pending": 1}
     row = store.conn.execute(
         "SELECT last_error, attempts, sent_at FROM deliveries WHERE id = ?", (first_a.id,)
@@ -438,7 +437,7 @@ def test_outbox_survives_reopen(db_path: Path) -> None:
     s.close()
     s = Store.open(db_path)
     try:
-        assert [d.target for d in s.due_deliveries(T0)] == ["a"]
+        assert [d.target for d in s.pending_deliveries(T0)] == ["a"]
     finally:
         s.close()
 
@@ -455,8 +454,10 @@ def test_feed_state_survives_reopen(db_path: Path) -> None:
     s.record_request(FEED, T0 + 2)
     s.record_request("FEED2", T0 + 4)
     s.record_success(FEED, T0 + 3, "Alps")
-    assert s.record_failure("FEED2", T0 + 5, "unavailable", "HTTP 500", T0 + 155) == 1
-    assert s.record_failure("FEED2", T0 + 6, "blocked", "HTTP 403", T0 + 9999) == 2
+    s.record_failure("FEED2", T0 + 5, FeedErrorKind.UNAVAILABLE, "HTTP 500", T0 + 155)
+    assert s.feed_states()["FEED2"].failures == 1
+    s.record_failure("FEED2", T0 + 6, FeedErrorKind.BLOCKED, "HTTP 403", T0 + 9999)
+    assert s.feed_states()["FEED2"].failures == 2
     s.mark_synced(FEED, T0 + 3)
     s.mark_synced(FEED, T0 + 50)  # the first sync is kept
     s.insert_messages(FEED, [msg(1, 100)], T0, initial=True)
@@ -482,11 +483,12 @@ def test_feed_state_survives_reopen(db_path: Path) -> None:
         assert (two.failures, two.error_kind, two.last_error, two.not_before) == (
             0, None, None, None,
         )  # fmt: skip
-        s.set_feed_told("FEED2", "blocked")
+        s.set_feed_told("FEED2", FeedStatus.BLOCKED)
         assert s.feed_states()["FEED2"].told == "blocked"
     finally:
         s.close()
 
 
 def test_record_failure_of_unknown_feed(store: Store) -> None:
-    assert store.record_failure("NOPE", T0, "unavailable", "x", None) == 0
+    store.record_failure("NOPE", T0, FeedErrorKind.UNAVAILABLE, "x", None)
+    assert "NOPE" not in store.feed_states()

@@ -1,6 +1,3 @@
-"""Rule files: the schema admins write and the loader that checks it (file:line errors)."""
-
-from alerter.rules.loader import load_rules
-from alerter.rules.schema import Escalation, Rule, RuleSet, SilentFor, Trigger, When
-
-__all__ = ["Escalation", "Rule", "RuleSet", "SilentFor", "Trigger", "When", "load_rules"]
+"""Rule files: `schema` (pure: the rules admins write) and `loader` (YAML -> rules, with
+file:line problems). Import each from its module: the pure engine needs the schema
+without pulling in the loader's YAML and file reading."""

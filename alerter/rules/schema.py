@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from alerter.durations import parse_duration
-from alerter.models import KNOWN_TYPES, Severity
+from alerter.models import KNOWN_TYPES, Severity, Subject
 
 #: What a stale-track rule counts as "tracking" unless it says otherwise.
 DEFAULT_TRACKING = ("TRACK", "EXTREME-TRACK", "UNLIMITED-TRACK", "NEWMOVEMENT")
@@ -198,27 +198,22 @@ class Rule(_Strict):
         return self.resolves is None
 
     @property
-    def is_condition(self) -> bool:
-        """Condition rules (silence, battery) resolve themselves when the condition clears."""
-        return self.when.trigger in (Trigger.SILENCE, Trigger.BATTERY)
+    def kind(self) -> Subject:
+        """What this rule's incidents are about."""
+        match self.when.trigger:
+            case Trigger.SILENCE:
+                return Subject.SILENT
+            case Trigger.BATTERY:
+                return Subject.LOW_BATTERY
+            case Trigger.UNKNOWN:
+                return Subject.UNKNOWN
+        return Subject.HELP if "HELP" in self.when.types else Subject.EVENT
 
     @property
     def subject(self) -> str:
         """The word alerts of this rule start with."""
-        trigger = self.when.trigger
-        if trigger is Trigger.SILENCE:
-            return "Silent"
-        if trigger is Trigger.BATTERY:
-            return "Low battery"
-        if trigger is Trigger.UNKNOWN:
-            return "Unknown message"
-        if "HELP" in self.when.types:
-            return "HELP"
-        return f"{self.when.types[0]} message"
-
-    def all_tags(self) -> set[str]:
-        """Every tag this rule may notify."""
-        return set(self.notify).union(*(e.notify for e in self.escalate))
+        kind = self.kind
+        return f"{self.when.types[0]} {kind}" if kind is Subject.EVENT else kind.value
 
     def matches_device(
         self, device_id: str, device_name: str, feed_id: str, feed_name: str
@@ -264,7 +259,3 @@ class RuleSet(BaseModel):
     def resolvers_of(self, name: str) -> tuple[Rule, ...]:
         """The rules whose `resolves` names `name`."""
         return tuple(r for r in self.rules if r.resolves and name in r.resolves)
-
-    def tags(self) -> set[str]:
-        """Every tag any rule notifies."""
-        return set().union(*(r.all_tags() for r in self.rules))

@@ -1,1 +1,1 @@
-"""The SPOT API: the client (requests and limits), the parser and a local simulator."""
+"""The SPOT API: the client (requests and limits) and the parser (every quirk)."""

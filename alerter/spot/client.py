@@ -8,8 +8,7 @@ contains a URL.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import quote, quote_plus
 
 import aiohttp
@@ -17,7 +16,7 @@ import aiohttp
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable
 from alerter.models import FeedPage
 from alerter.settings import FeedConfig
-from alerter.spot.parse import parse_feed
+from alerter.spot.parse import format_spot_datetime, parse_feed
 
 Endpoint = Literal["message", "latest"]
 
@@ -41,12 +40,22 @@ def classify_status(status: int) -> FeedError | None:
 
 def format_spot_date(t: float) -> str:
     """SPOT's date format; `-0000` because an unencoded `+` arrives as a space."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S-0000")
+    return format_spot_datetime(t, "-0000")
 
 
 def _spellings(secret: str) -> set[bytes]:
     """How a password may appear in a body that echoes the request URL."""
     return {secret.encode(), quote(secret, safe="").encode(), quote_plus(secret).encode()} - {b""}
+
+
+class FeedSource(Protocol):
+    """Where the watcher gets feed pages (the SPOT client, or a test's fake)."""
+
+    async def fetch(
+        self, feed: FeedConfig, endpoint: Endpoint = "message", *, start: int | None = None
+    ) -> FeedPage:
+        """One request: a FeedPage, or a FeedError."""
+        ...
 
 
 class FeedClient:

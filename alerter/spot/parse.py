@@ -22,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 from xml.etree.ElementTree import Element, ParseError
 
@@ -68,10 +68,19 @@ def sniff_format(body: bytes) -> Format | None:
     return None
 
 
+#: SPOT's date format: in `dateTime`, and in the `startDate` / `endDate` parameters.
+SPOT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
 def parse_spot_datetime(text: str) -> int:
     """POSIX seconds of a SPOT `dateTime` like 2013-04-02T06:28:03-0700; ValueError if not one."""
     # %z takes SPOT's colon-less offset (and +HH:MM / Z); a naive time would be a guess.
-    return int(datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S%z").timestamp())
+    return int(datetime.strptime(text.strip(), SPOT_DATE_FORMAT).timestamp())
+
+
+def format_spot_datetime(t: float, offset: str = "+0000") -> str:
+    """SPOT's date text for POSIX seconds, in UTC, with `offset` written as given."""
+    return datetime.fromtimestamp(t, UTC).strftime(SPOT_DATE_FORMAT.replace("%z", offset))
 
 
 def parse_feed(body: bytes, fmt: Format | None = None) -> FeedPage:

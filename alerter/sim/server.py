@@ -4,7 +4,8 @@ Tests, benchmarks and `alerter demo` run the real service against it. It answers
 like SPOT does (SPOT_API.md): newest first, 50 a page, `start=51` for the next, the
 last 7 days only, error bodies with HTTP 200, one message as a JSON object rather
 than a list. Faults are injected per feed or for all feeds and consumed one per
-request. All times come from the injected clock; nothing sleeps except `hang`.
+request. All times come from the injected clock; nothing sleeps except `hang`. The
+bodies themselves are built in `alerter.sim.bodies`.
 
     sim = Simulator(clock)
     dev = sim.add_feed("FEED1", "Alps").add_device("0-1234567", "Anna")
@@ -17,32 +18,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from types import TracebackType
-from typing import Any, NoReturn, Self
-from xml.sax.saxutils import escape
+from typing import NoReturn, Self
 
 from aiohttp import web
 
 from alerter.clock import Clock
-from alerter.models import NO_POSITION, PAGE_SIZE, Message
+from alerter.models import PAGE_SIZE, Message
+from alerter.sim.bodies import (
+    CONTENT_TYPES,
+    DAYS_RANGE,
+    empty_body,
+    notfound_body,
+    page_body,
+    password_body,
+)
+from alerter.spot.parse import format_spot_datetime, parse_spot_datetime
 
 __all__ = [
     "FAULT_KINDS",
+    "FIRST_ID",
     "SimDevice",
     "SimFeed",
     "SimRequest",
     "Simulator",
-    "error_to_json",
-    "error_to_xml",
-    "to_json",
-    "to_xml",
+    "check_fault",
 ]
 
 #: What `fail` and `fail_all` accept.
@@ -50,18 +55,11 @@ FAULT_KINDS = frozenset(
     {"500", "503", "403", "hang", "truncated", "html", "garbage", "empty", "notfound", "password"}
 )
 
-#: SPOT keeps a feed's messages this long.
-DAYS_RANGE = 7
+#: A message older than this (seconds before now) is out of the feed, as on SPOT.
 _WINDOW = DAYS_RANGE * 86_400
-
-#: The date format SPOT accepts in startDate / endDate.
-DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 #: Where generated message ids start (real ones passed 1.76e9 in 2022).
 FIRST_ID = 1_800_000_000
-
-_CONTENT_TYPES = {"xml": "application/xml", "json": "application/json"}
-_XML_DECL = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
 
 _MAINTENANCE_HTML = (
     b"<!DOCTYPE html>\n<html><head><title>Scheduled Maintenance</title></head>"
@@ -129,7 +127,7 @@ class SimDevice:
             model_id=self.model,
             battery=battery,
             content=content,
-            date_time=format_date_time(unix_time),
+            date_time=format_spot_datetime(unix_time),
         )
         self.feed.schedule(msg, at if visible_at is None else visible_at)
         return msg
@@ -421,7 +419,7 @@ class Simulator:
             fault = self._faults.popleft()
         if fault is None:
             return self._normal(feed, feed_id, endpoint, fmt, query)
-        ctype = _CONTENT_TYPES[fmt]
+        ctype = CONTENT_TYPES[fmt]
         match fault:
             case "500":
                 return _Answer(500, fault, b"500 Internal Server Error", "text/plain")
@@ -441,11 +439,11 @@ class Simulator:
                 whole = self._normal(feed, feed_id, endpoint, fmt, query).body
                 return _Answer(200, fault, whole[: len(whole) // 2], ctype)
             case "empty":
-                return _Answer(200, fault, _empty_body(feed_id, fmt), ctype)
+                return _Answer(200, fault, empty_body(feed_id, fmt), ctype)
             case "notfound":
-                return _Answer(200, fault, _notfound_body(feed_id, fmt), ctype)
+                return _Answer(200, fault, notfound_body(feed_id, fmt), ctype)
             case _:  # "password"
-                return _Answer(200, fault, _password_body(feed_id, fmt), ctype)
+                return _Answer(200, fault, password_body(feed_id, fmt), ctype)
 
     def _normal(
         self,
@@ -455,11 +453,11 @@ class Simulator:
         fmt: str,
         query: Mapping[str, str],
     ) -> _Answer:
-        ctype = _CONTENT_TYPES[fmt]
+        ctype = CONTENT_TYPES[fmt]
         if feed is None:
-            return _Answer(200, "notfound", _notfound_body(feed_id, fmt), ctype)
+            return _Answer(200, "notfound", notfound_body(feed_id, fmt), ctype)
         if feed.password is not None and query.get("feedPassword") != feed.password:
-            return _Answer(200, "password", _password_body(feed_id, fmt), ctype)
+            return _Answer(200, "password", password_body(feed_id, fmt), ctype)
         now = self.clock.now()
         msgs = feed.visible(now)
         if endpoint == "latest":
@@ -487,17 +485,21 @@ class Simulator:
             offset = max(1, start or 1) - 1
             page = msgs[offset : offset + PAGE_SIZE]
             if not page:
-                return _Answer(200, "empty", _empty_body(feed_id, fmt), ctype)
-            return _Answer(200, "data", _serialize(fmt, page, feed, total), ctype)
+                return _Answer(200, "empty", empty_body(feed_id, fmt), ctype)
+            return _Answer(
+                200,
+                "data",
+                page_body(fmt, page, feed_id=feed.id, feed_name=feed.name, total=total),
+                ctype,
+            )
         if not msgs:
-            return _Answer(200, "empty", _empty_body(feed_id, fmt), ctype)
-        return _Answer(200, "data", _serialize(fmt, msgs, feed, len(msgs)), ctype)
-
-
-def _serialize(fmt: str, page: Sequence[Message], feed: SimFeed, total: int) -> bytes:
-    if fmt == "xml":
-        return to_xml(page, feed_id=feed.id, feed_name=feed.name, total=total)
-    return to_json(page, feed_id=feed.id, feed_name=feed.name, total=total)
+            return _Answer(200, "empty", empty_body(feed_id, fmt), ctype)
+        return _Answer(
+            200,
+            "data",
+            page_body(fmt, msgs, feed_id=feed.id, feed_name=feed.name, total=len(msgs)),
+            ctype,
+        )
 
 
 def _parse_start(raw: str | None, *, strict: bool = False) -> int | None:
@@ -514,152 +516,13 @@ def _parse_start(raw: str | None, *, strict: bool = False) -> int | None:
 def _parse_date(raw: str | None) -> int | None:
     if raw is None:
         return None
+    bad = ValueError(f"bad date {raw!r}; expected YYYY-MM-DDTHH:MM:SS-0000")
+    # parse_spot_datetime forgives padding, as a parser of SPOT's text should; a request
+    # carrying it has a client bug that the simulator must answer with 400.
+    if raw != raw.strip():
+        raise bad
     try:
-        return int(datetime.strptime(raw, DATE_FORMAT).timestamp())
+        return parse_spot_datetime(raw)
     except ValueError:
         # e.g. "+0000" sent unencoded: the "+" arrives as a space.
-        raise ValueError(f"bad date {raw!r}; expected YYYY-MM-DDTHH:MM:SS-0000") from None
-
-
-def format_date_time(unix_time: int) -> str:
-    """SPOT's dateTime text for a unixTime, in UTC: 2019-10-16T13:10:55+0000."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(unix_time))
-
-
-# -- bodies ------------------------------------------------------------------------------
-
-
-def _feed_fields(feed_id: str, name: str) -> dict[str, Any]:
-    return {
-        "id": feed_id,
-        "name": name,
-        "description": name,
-        "status": "ACTIVE",
-        "usage": 0,
-        "daysRange": DAYS_RANGE,
-        "detailedMessageShown": True,
-        "type": "SHARED_PAGE",
-    }
-
-
-def _message_fields(m: Message) -> dict[str, Any]:
-    """One message's fields in SPOT's order; absent battery, content, altitude omitted."""
-    d: dict[str, Any] = {
-        "id": m.id,
-        "messengerId": m.messenger_id,
-        "messengerName": m.messenger_name,
-        "unixTime": m.unix_time,
-        "messageType": m.type,
-        "latitude": NO_POSITION if m.latitude is None else m.latitude,
-        "longitude": NO_POSITION if m.longitude is None else m.longitude,
-        "modelId": m.model_id,
-        "showCustomMsg": "Y",
-        "dateTime": m.date_time or format_date_time(m.unix_time),
-    }
-    if m.model_id is None:
-        del d["modelId"]
-    if m.battery is not None:
-        d["batteryState"] = m.battery
-    d["hidden"] = 0
-    if m.content is not None:
-        d["messageContent"] = m.content
-    if m.altitude is not None:
-        d["altitude"] = m.altitude
-    return d
-
-
-def to_json(
-    messages: Sequence[Message],
-    *,
-    feed_id: str,
-    feed_name: str | None = None,
-    total: int | None = None,
-) -> bytes:
-    """A SPOT JSON page; exactly one message is an object, not a list, as SPOT sends it."""
-    items = [{"@clientUnixTime": "0", **_message_fields(m)} for m in messages]
-    body = {
-        "response": {
-            "feedMessageResponse": {
-                "count": len(items),
-                "feed": _feed_fields(feed_id, feed_id if feed_name is None else feed_name),
-                "totalCount": len(items) if total is None else total,
-                "activityCount": 0,
-                "messages": {"message": items[0] if len(items) == 1 else items},
-            }
-        }
-    }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _xml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return escape(str(value))
-
-
-def to_xml(
-    messages: Sequence[Message],
-    *,
-    feed_id: str,
-    feed_name: str | None = None,
-    total: int | None = None,
-) -> bytes:
-    """A SPOT XML page."""
-    feed = _feed_fields(feed_id, feed_id if feed_name is None else feed_name)
-    parts = [
-        "<response><feedMessageResponse>",
-        f"<count>{len(messages)}</count><feed>",
-        *(f"<{k}>{_xml_value(v)}</{k}>" for k, v in feed.items()),
-        "</feed>",
-        f"<totalCount>{len(messages) if total is None else total}</totalCount>",
-        "<activityCount>0</activityCount><messages>",
-    ]
-    for m in messages:
-        parts.append('<message clientUnixTime="0">')
-        parts.extend(f"<{k}>{_xml_value(v)}</{k}>" for k, v in _message_fields(m).items())
-        parts.append("</message>")
-    parts.append("</messages></feedMessageResponse></response>")
-    return _XML_DECL + "".join(parts).encode()
-
-
-def error_to_json(code: str | None, text: str, description: str) -> bytes:
-    """A SPOT JSON error body (sent with HTTP 200); `code` None omits it."""
-    error = {"code": code, "text": text, "description": description}
-    if code is None:
-        del error["code"]
-    return json.dumps({"response": {"errors": {"error": error}}}, separators=(",", ":")).encode()
-
-
-def error_to_xml(code: str | None, text: str, description: str) -> bytes:
-    """A SPOT XML error body (sent with HTTP 200); `code` None omits it."""
-    code_el = "" if code is None else f"<code>{escape(code)}</code>"
-    return (
-        _XML_DECL
-        + (
-            f"<response><errors><error>{code_el}<text>{escape(text)}</text>"
-            f"<description>{escape(description)}</description></error></errors></response>"
-        ).encode()
-    )
-
-
-def _error(fmt: str, code: str | None, text: str, description: str) -> bytes:
-    return (error_to_xml if fmt == "xml" else error_to_json)(code, text, description)
-
-
-def _empty_body(feed_id: str, fmt: str) -> bytes:
-    return _error(
-        fmt,
-        "E-0195",
-        "No Messages to display",
-        f"No displayable messages found found for feed: {feed_id}",
-    )
-
-
-def _notfound_body(feed_id: str, fmt: str) -> bytes:
-    return _error(fmt, "E-0160", "Feed Not Found", f"Feed with Id: {feed_id} not found.")
-
-
-def _password_body(feed_id: str, fmt: str) -> bytes:
-    return _error(
-        fmt, None, "Feed Password required", f"Feed Password required for feed: {feed_id}"
-    )
+        raise bad from None

@@ -1,0 +1,62 @@
+"""What an admin edits besides settings: the Apprise config and the rules, cross-checked.
+
+`alerter check`, `alerter run` and a reload (SIGHUP) all read them here, so they agree
+on what is a problem: every problem of every file in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alerter.errors import ConfigError, Problem
+from alerter.notify import Targets, load_targets
+from alerter.rules.loader import load_rules
+from alerter.rules.schema import RuleSet
+from alerter.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Rules and targets, loaded and cross-checked."""
+
+    rules: RuleSet
+    targets: Targets
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What could be read of each part, and every problem found."""
+
+    targets: Targets | None
+    rules: RuleSet | None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def read_config(settings: Settings) -> Reading:
+    """Read the Apprise config and the rules (whose tags must exist); collect problems."""
+    problems: list[Problem] = []
+    targets: Targets | None = None
+    rules: RuleSet | None = None
+    try:
+        targets = load_targets(settings.apprise_config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    known_tags = targets.tags() if targets is not None and targets.targets else None
+    try:
+        rules = load_rules(settings.rules, known_tags=known_tags)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    else:
+        if not rules.rules:
+            problems.append(Problem(str(settings.rules), None, "no rules: nobody would be alerted"))
+    return Reading(targets, rules, problems)
+
+
+def load_config(settings: Settings) -> Config:
+    """The rules and targets; ConfigError lists every fault."""
+    reading = read_config(settings)
+    if reading.problems:
+        raise ConfigError(reading.problems)
+    assert reading.rules is not None
+    assert reading.targets is not None
+    return Config(reading.rules, reading.targets)

@@ -1,0 +1,185 @@
+"""One processing cycle: pending messages -> engine -> render -> one commit.
+
+The engine runs on the messages the watcher stored and on the clock; its decisions,
+the messages' processed marks, the incidents, their history and the outbox rows are
+committed in one transaction, so a crash at any point re-evaluates exactly what was not
+committed. Each cycle also checks feed health, which may raise an admin notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from alerter.clock import Clock, sleep_or_wake
+from alerter.config import Config
+from alerter.engine import EngineConfig, Evaluation, Snapshot, evaluate
+from alerter.errors import AlerterError
+from alerter.health import feed_health
+from alerter.models import (
+    SPOT_KEEPS,
+    Decision,
+    EngineEvent,
+    FeedState,
+    HeldBack,
+    Outgoing,
+    RaiseNotice,
+    Reason,
+)
+from alerter.render import render
+from alerter.settings import Settings
+from alerter.store import Store
+
+log = logging.getLogger("alerter.process")
+
+#: The processor looks at the clock at least this often, even with nothing due.
+MAX_IDLE = 30.0
+
+
+class Processor:
+    """Turns stored messages and the passing of time into committed decisions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        *,
+        raise_notice: RaiseNotice = lambda notice, exclude: None,
+        queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.raise_notice = raise_notice
+        self.queued = queued
+        self.engine_config = EngineConfig(
+            lookback=settings.first_start_lookback,
+            late_after=max(2 * settings.poll_interval, 600.0),
+        )
+        self.started_at = clock.now()
+        self.changed = asyncio.Event()
+
+    def use(self, config: Config) -> None:
+        """Decide with reloaded rules and targets from the next cycle on."""
+        self.config = config
+        self.changed.set()
+
+    def feed_names(self, states: Mapping[str, FeedState] | None = None) -> dict[str, str]:
+        """Every feed's display name."""
+        states = self.store.feed_states() if states is None else states
+        return self.settings.feed_names({fid: st.name for fid, st in states.items()})
+
+    def evaluate_now(self) -> tuple[Evaluation, list[Outgoing], float]:
+        """Run the engine on what is pending; render what must be sent (no writes)."""
+        now = self.clock.now()
+        incidents = self.store.incidents(
+            resolved_since=now - SPOT_KEEPS - self.settings.first_start_lookback
+        )
+        wanted = {i.first_message_id for i in incidents} | {i.last_message_id for i in incidents}
+        snapshot = Snapshot(
+            devices=self.store.devices(),
+            incidents=incidents,
+            messages=self.store.messages_by_id(i for i in wanted if i is not None),
+            feed_names=self.feed_names(),
+            next_incident_id=self.store.next_incident_id(),
+        )
+        pending = self.store.pending()
+        result = evaluate(self.config.rules, snapshot, pending, now, self.engine_config)
+        outgoing = [self.outgoing(d, now) for d in result.decisions if d.tags]
+        return result, outgoing, now
+
+    def outgoing(self, d: Decision, now: float) -> Outgoing:
+        """A decision's notification and the targets its tags select."""
+        targets = self.config.targets.for_tags(d.tags)
+        if not targets:
+            log.warning("no Apprise URL carries %s: %s goes nowhere", d.tags, d.reason)
+        return Outgoing(
+            rendered=render(d, now, self.settings.zone),
+            kind=d.reason.value,
+            targets=tuple((t.id, t.label, t.short) for t in targets),
+            incident_id=d.incident.id,
+            resolution=d.reason is Reason.RESOLVED,
+        )
+
+    def process(self) -> Evaluation:
+        """One engine cycle, committed atomically (`next_due`: when the clock next matters)."""
+        result, outgoing, now = self.evaluate_now()
+        if not result.decisions and not result.processed:
+            return result
+        events = [self.event(d, now) for d in result.decisions]
+        self.store.commit_evaluation(
+            processed=result.processed,
+            incidents=result.incidents,
+            events=events,
+            outgoing=outgoing,
+            at=now,
+        )
+        for d in result.decisions:
+            log.info("%s", describe_decision(d))
+        if outgoing:
+            self.queued()
+        return result
+
+    def event(self, d: Decision, now: float) -> EngineEvent:
+        """The line a decision adds to its incident's history: who heard, or why nobody."""
+        held_back = d.held_back
+        if d.tags and not self.config.targets.for_tags(d.tags):
+            held_back = HeldBack.NO_TARGET
+        return EngineEvent(
+            incident_id=d.incident.id or 0,
+            at=now,
+            reason=d.reason,
+            message_id=d.message.message.id if d.message else None,
+            notified=held_back is None,
+            held_back=held_back,
+        )
+
+    def check_feeds(self) -> None:
+        """Tell the admins when a feed starts failing or is blocked, and when it recovers."""
+        now = self.clock.now()
+        states = self.store.feed_states()
+        for h in feed_health(
+            states,
+            self.feed_names(states),
+            (f.id for f in self.settings.feeds),
+            now,
+            self.started_at,
+            self.settings.feed_failing_after,
+        ):
+            if h.notice is not None:
+                self.raise_notice(h.notice, None)
+                self.store.set_feed_told(h.feed_id, h.status)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process whenever something changed or the clock says so, until `stop`."""
+        while not stop.is_set():
+            self.changed.clear()
+            try:
+                next_due = self.process().next_due
+                self.check_feeds()
+            except AlerterError:
+                log.exception("processing failed; retrying")
+                next_due = None
+            except Exception:
+                # Catch once per cycle, with context; never swallow cancellation.
+                log.exception("unexpected error while processing; retrying")
+                next_due = None
+            now = self.clock.now()
+            wait = MAX_IDLE if next_due is None else min(MAX_IDLE, max(0.0, next_due - now))
+            await sleep_or_wake(self.clock, wait, self.changed)
+
+
+def describe_decision(d: Decision) -> str:
+    """One log line per decision."""
+    m = d.message.message if d.message else None
+    what = f"{m.type} id={m.id} at {m.unix_time}" if m else "clock"
+    to = ",".join(d.tags) if d.tags else f"nobody ({d.held_back or 'recorded'})"
+    late = " late" if d.late else ""
+    return (
+        f"decision: {d.reason.value}{late} {d.rule} #{d.incident.id} for {d.device.name} "
+        f"({d.device.id}, {d.feed_name}) by {what} -> {to}"
+    )
