@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -88,6 +89,7 @@ class _Console:
     clock: ScaledClock | None = None
     t0: float = 0.0
     seen: list[str] = []  # noqa: RUF012 (one demo per process)
+    lock = threading.Lock()
 
 
 @apprise_notify(on="console", name="Console (demo)")  # type: ignore[untyped-decorator,no-untyped-call]
@@ -98,16 +100,14 @@ def _console(
     clock = _Console.clock
     offset = (clock.now() - _Console.t0) / MINUTE if clock else 0.0
     target = meta.get("host", "console")
-    out = _Console.out
-    print(f"\n[+{offset:4.1f} min] to {target}:", file=out)
+    lines = [f"\n[+{offset:4.1f} min] to {target}:"]
     if title:
-        print(f"  ** {title} **", file=out)
-        _Console.seen.append(title)
-    else:
-        _Console.seen.append(body.split(":", maxsplit=1)[0])
-    for line in body.splitlines():
-        print(f"  {line}", file=out)
-    out.flush()
+        lines.append(f"  ** {title} **")
+    lines += [f"  {line}" for line in body.splitlines()]
+    # Targets are sent to in parallel threads: one write per alert keeps them apart.
+    with _Console.lock:
+        _Console.seen.append(title or body.split(":", maxsplit=1)[0])
+        print("\n".join(lines), file=_Console.out, flush=True)
     return True
 
 
