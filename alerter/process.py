@@ -89,7 +89,9 @@ class Processor:
         )
         pending = self.store.pending()
         result = evaluate(self.config.rules, snapshot, pending, now, self.engine_config)
-        outgoing = [self.outgoing(d, now) for d in result.decisions if d.tags]
+        # A decision whose tags no URL carries is recorded as held back (`event`), not
+        # written as a notification nobody can receive.
+        outgoing = [o for d in result.decisions if d.tags and (o := self.outgoing(d, now)).targets]
         return result, outgoing, now
 
     def outgoing(self, d: Decision, now: float) -> Outgoing:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from alerter.cli import main
+from alerter.cli import STATUS_HISTORY, main
+from alerter.models import EngineEvent, HeldBack, Incident, IncidentState, Message, Reason
 from alerter.spot.parse import parse_feed
 from alerter.store import Store
 
@@ -213,3 +214,77 @@ def test_status_shows_feeds_devices_and_positions(
     assert "no GPS fix" in out
     assert "open incidents: none" in out
     assert FEED_ID not in out
+
+
+def state_with_open_help(root: Path, events: list[EngineEvent]) -> None:
+    """A state database with Anna's HELP open as incident #1, with this history."""
+    t0 = 1_700_000_000
+    store = Store.open(root / "state" / "alerter.db")
+    store.ensure_feed(FEED_ID, t0)
+    store.record_success(FEED_ID, t0, "Club")
+    store.insert_messages(
+        FEED_ID,
+        [
+            Message(1, "0-1", "Anna", t0, "HELP", 46.5, 7.9),
+            Message(2, "0-1", "Anna", t0 + 60, "HELP", 46.6, 7.9),
+        ],
+        t0 + 60,
+        initial=False,
+    )
+    help_ = Incident(
+        device_id="0-1", rule="help", state=IncidentState.OPEN, started_at=t0, opened_at=t0,
+        updated_at=t0 + 60, first_message_id=1, last_message_id=2, last_notified_at=t0, id=1,
+    )  # fmt: skip
+    store.commit_evaluation(
+        processed=[1, 2], incidents=[help_], events=events, outgoing=[], at=t0 + 60
+    )
+    store.close()
+
+
+def test_status_shows_an_open_incidents_history_and_why_nobody_was_told(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = 1_700_000_000
+    state_with_open_help(
+        env,
+        [
+            EngineEvent(1, t0, Reason.OPENED, 1, notified=True),
+            EngineEvent(1, t0 + 60, Reason.UPDATED, 2, notified=False,
+                        held_back=HeldBack.UPDATE_TOO_SOON),
+            EngineEvent(1, t0 + 61, Reason.UPDATED, 2, notified=False),  # before migration 2
+        ],
+    )  # fmt: skip
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out
+    assert "open incidents: 1" in out
+    lines = out.splitlines()
+    [header] = [i for i, line in enumerate(lines) if line.startswith("  #1 help for Anna: open")]
+    history = [line.split(": ", 1)[1] for line in lines[header + 1 : header + 4]]
+    assert history == [
+        "opened; notified",
+        f"updated; nobody told: {HeldBack.UPDATE_TOO_SOON.value}",
+        "updated; nobody told: recorded only",
+    ]
+    assert f"nobody told: {HeldBack.UPDATE_TOO_SOON.value}" in out
+
+
+def test_status_shows_only_the_latest_events_of_an_incident(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = 1_700_000_000
+    held = list(HeldBack)
+    events = [EngineEvent(1, t0, Reason.OPENED, 1, notified=True)] + [
+        EngineEvent(1, t0 + i, Reason.UPDATED, 2, notified=False, held_back=held[i % len(held)])
+        for i in range(1, STATUS_HISTORY + 2)
+    ]
+    state_with_open_help(env, events)
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out
+    shown = [line for line in out.splitlines() if line.startswith("    ")]
+    assert len(shown) == STATUS_HISTORY
+    assert not any("opened; notified" in line for line in shown)  # the oldest fell off
+    assert shown[-1].endswith(f"nobody told: {held[(STATUS_HISTORY + 1) % len(held)].value}")

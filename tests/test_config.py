@@ -1,0 +1,137 @@
+"""config: the Apprise config and the rules read together, every problem of both in one pass."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from alerter.config import load_config, read_config
+from alerter.errors import ConfigError, Problem
+from alerter.settings import Settings, load_settings
+
+SECRET = "do-not-print-this-token-0123456789"
+GOOD_APPRISE = "rescue=json://127.0.0.1:9/x\nadmin=json://127.0.0.1:9/admin\n"
+BAD_APPRISE = f"rescue=json://127.0.0.1:9/x\nadmin=bogus://{SECRET}\n"  # line 2 is bad
+GOOD_RULES = """
+    rules:
+      - name: help
+        when: {type: [HELP]}
+        notify: [rescue]
+"""
+UNKNOWN_KEY_RULES = """
+    rules:
+      - name: help
+        when: {type: [HELP]}
+        notfy: [rescue]
+"""  # line 4 is bad
+UNKNOWN_TAG_RULES = GOOD_RULES.replace("[rescue]", "[nobody]")  # line 4
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("ALERTER_"):
+            monkeypatch.delenv(key)
+
+
+def settings_with(tmp_path: Path, apprise: str, rules: str) -> Settings:
+    (tmp_path / "apprise.txt").write_text(apprise, encoding="utf-8")
+    (tmp_path / "rules.yml").write_text(textwrap.dedent(rules).lstrip("\n"), encoding="utf-8")
+    return load_settings(
+        env_file=None,
+        state_dir=tmp_path / "state",
+        rules=tmp_path / "rules.yml",
+        apprise_config=tmp_path / "apprise.txt",
+    )
+
+
+def where(problems: list[Problem], tmp_path: Path) -> list[tuple[str, int | None]]:
+    return [(str(Path(p.source).relative_to(tmp_path)), p.line) for p in problems]
+
+
+@pytest.mark.parametrize(
+    ("apprise", "rules", "expected", "phrases"),
+    [
+        pytest.param(
+            BAD_APPRISE, UNKNOWN_KEY_RULES, [("apprise.txt", 2), ("rules.yml", 4)],
+            ["Apprise cannot use this URL: bogus://", "unknown key 'notfy'"],
+            id="both-files-bad",
+        ),
+        pytest.param(
+            GOOD_APPRISE, UNKNOWN_TAG_RULES, [("rules.yml", 4)],
+            ["tag 'nobody' is not carried by any Apprise URL (known: admin, rescue)"],
+            id="tag-no-url-carries",
+        ),
+        # With no readable targets there are no known tags to check against: the Apprise
+        # config's problem is reported, not one "unknown tag" per rule on top of it.
+        pytest.param(
+            BAD_APPRISE, UNKNOWN_TAG_RULES, [("apprise.txt", 2)], ["Apprise cannot use"],
+            id="tags-unchecked-without-targets",
+        ),
+        pytest.param(
+            GOOD_APPRISE, "rules: []\n", [("rules.yml", None)],
+            ["no rules: nobody would be alerted"], id="no-rules",
+        ),
+        pytest.param(
+            GOOD_APPRISE, "", [("rules.yml", 1)], ["the file is empty"], id="empty-rules-file",
+        ),
+        pytest.param(
+            "# nothing here\n", "rules: []\n", [("apprise.txt", None), ("rules.yml", None)],
+            ["no notification URL found", "no rules: nobody would be alerted"],
+            id="neither-file-useful",
+        ),
+    ],
+)  # fmt: skip
+def test_read_config_reports_every_problem_of_both_files(
+    tmp_path: Path,
+    apprise: str,
+    rules: str,
+    expected: list[tuple[str, int | None]],
+    phrases: list[str],
+) -> None:
+    reading = read_config(settings_with(tmp_path, apprise, rules))
+
+    assert where(reading.problems, tmp_path) == expected
+    for problem, phrase in zip(reading.problems, phrases, strict=True):
+        assert phrase in problem.message
+    assert all(SECRET not in str(p) for p in reading.problems)
+
+
+def test_read_config_keeps_what_it_could_read(tmp_path: Path) -> None:
+    reading = read_config(settings_with(tmp_path, GOOD_APPRISE, UNKNOWN_KEY_RULES))
+
+    assert reading.rules is None
+    assert reading.targets is not None
+    assert reading.targets.tags() == {"rescue", "admin"}
+
+
+def test_load_config_raises_listing_every_problem(tmp_path: Path) -> None:
+    settings = settings_with(tmp_path, BAD_APPRISE, UNKNOWN_KEY_RULES)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(settings)
+
+    assert caught.value.problems == read_config(settings).problems
+    lines = str(caught.value).splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        f"{tmp_path / 'apprise.txt'}:2",
+        f"{tmp_path / 'rules.yml'}:4",
+    ]
+    assert SECRET not in str(caught.value)
+
+
+def test_load_config_refuses_an_empty_rule_list(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(settings_with(tmp_path, GOOD_APPRISE, "rules: []\n"))
+
+    assert str(caught.value) == f"{tmp_path / 'rules.yml'}: no rules: nobody would be alerted"
+
+
+def test_load_config_gives_rules_and_targets(tmp_path: Path) -> None:
+    cfg = load_config(settings_with(tmp_path, GOOD_APPRISE, GOOD_RULES))
+
+    assert [r.name for r in cfg.rules.rules] == ["help"]
+    assert [sorted(t.tags) for t in cfg.targets.targets] == [["rescue"], ["admin"]]
