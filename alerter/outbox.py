@@ -7,7 +7,8 @@ as the decision behind it. Each pass runs these stages, each a small function:
     may it go  `why_not`: obsolete (its incident was resolved; undeliverable for a day)
                or its target left the Apprise config -> dropped, with the reason;
                `blocks`: the ordering rule -> an earlier one still waiting holds it back
-    send       one target at a time, in order; targets in parallel
+    send       one target at a time, in order; targets in parallel; once a target
+               accepts anything, what waited for its retry is due at once
     record     sent only after the target accepted it (a crash in between repeats that
                one message to that one target, never loses it); a failure is retried
                with backoff (tenacity's exponential jitter, capped at minutes)
@@ -43,7 +44,8 @@ log = logging.getLogger("alerter.outbox")
 FAILING_AFTER_ATTEMPTS = 3
 #: Resolutions and admin notices are retried this long; then given up, loudly.
 GIVE_UP_AFTER = 24 * 3600.0
-RETRY_WAIT = exponential(first=10.0, cap=300.0)
+#: A failed delivery is retried quickly at first, then at most a minute apart.
+RETRY_WAIT = exponential(first=10.0, cap=60.0)
 #: The longest the sender sleeps with nothing due.
 IDLE = 3600.0
 
@@ -73,12 +75,18 @@ def why_not(d: Delivery, now: float, targets: Targets) -> str | None:
 
 
 def blocks(waiting: Delivery, later: Delivery) -> bool:
-    """Whether `waiting` (earlier, to the same target, not yet sent) holds `later` back.
+    """Whether `waiting` (to the same target, not yet sent) holds `later` back.
 
-    The ordering rule, in this one place: today a target's deliveries go strictly in
-    the order their notifications were written.
+    The ordering rule, in this one place: order is kept within one incident only (its
+    HELP before its update, reminder or cancel), never across incidents, so one message
+    a target refuses cannot hold back the next HELP of another device. Admin notices
+    belong to no incident and wait for nothing.
     """
-    return waiting.notification_id < later.notification_id
+    return (
+        waiting.incident_id is not None
+        and waiting.incident_id == later.incident_id
+        and waiting.notification_id < later.notification_id
+    )
 
 
 # -- health -----------------------------------------------------------------------------
@@ -195,19 +203,28 @@ class Sender:
         return queues
 
     async def _deliver_target(self, target: Target, queue: Sequence[Delivery], now: float) -> int:
-        sent = 0
-        waiting: list[Delivery] = []
-        for d in queue:
-            if d.next_attempt > now or any(blocks(w, d) for w in waiting):
-                waiting.append(d)
-                continue
-            result = await self.send(target, d)
-            self.record(d, result)
-            if result.ok:
-                sent += 1
-            else:
-                waiting.append(d)
-        return sent
+        sent: set[int] = set()
+        tried: set[int] = set()  # each delivery is attempted at most once a pass
+        for _ in range(2):  # again once the target accepted something: what waited is due
+            accepted_before = bool(sent)
+            waiting: list[Delivery] = []
+            for d in queue:
+                if d.id in sent:
+                    continue
+                due = bool(sent) or d.next_attempt <= now
+                if d.id in tried or not due or any(blocks(w, d) for w in waiting):
+                    waiting.append(d)
+                    continue
+                tried.add(d.id)
+                result = await self.send(target, d)
+                self.record(d, result)
+                if result.ok:
+                    sent.add(d.id)
+                else:
+                    waiting.append(d)
+            if accepted_before or not sent:
+                break
+        return len(sent)
 
     async def send(self, target: Target, d: Delivery) -> SendResult:
         """One delivery to its target; a plugin's exception is a failed send."""

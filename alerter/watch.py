@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from alerter.backoff import delay_for, exponential
 from alerter.clock import Clock, sleep_or_wake
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable, StoreError
 from alerter.models import PAGE_SIZE, SPOT_KEEPS, FeedPage, Message
@@ -134,7 +133,6 @@ class Watcher:
         self.last_any: float | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._retry_wait = exponential(settings.poll_interval, max(settings.poll_interval, 600))
 
     def load(self) -> None:
         """Read every feed's request history from the store (limits hold across restarts)."""
@@ -342,7 +340,9 @@ class Watcher:
         elif isinstance(exc, FeedConfigFault):
             cur.not_before = now + max(CONFIG_FAULT_RETRY, self.settings.poll_interval)
         else:
-            cur.not_before = now + delay_for(self._retry_wait, cur.failures)
+            # At the floor: the limit is the interval, and after an outage every poll not
+            # made is a HELP seen later. Polling at the limit is not abuse; only a 403 is.
+            cur.not_before = now + self.settings.poll_interval
         try:
             self.store.record_failure(cur.feed.id, now, exc.kind, str(exc), cur.not_before)
         except StoreError:

@@ -23,9 +23,19 @@ from alerter.models import (
     Outgoing,
     Rendered,
     Severity,
+    TargetHealth,
 )
 from alerter.notify import AppriseNotifier, SendResult, Target, Targets, load_targets
-from alerter.outbox import FAILING_AFTER_ATTEMPTS, GIVE_UP_AFTER, Sender, obsolete
+from alerter.outbox import (
+    FAILING_AFTER_ATTEMPTS,
+    GIVE_UP_AFTER,
+    HealthChange,
+    Sender,
+    blocks,
+    obsolete,
+    track_health,
+    why_not,
+)
 from alerter.render import render_admin
 from alerter.store import Store
 
@@ -34,7 +44,7 @@ if TYPE_CHECKING:
 
 T0 = 1_800_000_000.0
 UTC = ZoneInfo("UTC")
-CAP = 300.0  # the backoff's ceiling: minutes, not hours
+CAP = 60.0  # the backoff's ceiling: a minute, never more
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -372,13 +382,13 @@ async def test_a_later_notification_waits_for_an_earlier_one_to_the_same_target(
 ) -> None:
     sender = sender_for(store, clock, notifier, admin)
     notifier.down.add(A.id)
-    enqueue(store, clock, "HELP", [A, B])
+    enqueue(store, clock, "HELP", [A, B], incident=incident(1))
     await sender.deliver_due()
 
     # A works again, but "HELP" is waiting for its retry: "HELP update" must not overtake it.
     notifier.down.clear()
     clock.advance(1)
-    enqueue(store, clock, "HELP update", [A, B])
+    enqueue(store, clock, "HELP update", [A, B], incident=incident(1))
     await sender.deliver_due()
     assert notifier.got(A.id) == []
     assert notifier.tried(A.id) == 1
@@ -395,7 +405,7 @@ async def test_a_failure_stops_the_pass_for_that_target_only(
 ) -> None:
     sender = sender_for(store, clock, notifier, admin)
     for title in ("first", "second", "third"):
-        enqueue(store, clock, title, [A, B])
+        enqueue(store, clock, title, [A, B], incident=incident(1))
     notifier.down.add(A.id)
 
     assert await sender.deliver_due() == 3
@@ -406,6 +416,55 @@ async def test_a_failure_stops_the_pass_for_that_target_only(
     advance_to_retry(store, clock)
     assert await sender.deliver_due() == 3
     assert notifier.got(A.id) == ["first", "second", "third"]
+
+
+async def test_a_message_a_target_refuses_never_holds_back_another_incident(
+    store: Store, clock: FakeClock, admin: AdminHookRecorder
+) -> None:
+    """A chat API that refuses one message forever (HTTP 400) still gets the next HELP."""
+
+    class RefusesOne(RecordingNotifier):
+        async def send(
+            self, target: Target, title: str, body: str, severity: Severity
+        ) -> SendResult:
+            if title == "HELP: Alice":
+                self.calls.append(Call(target.id, title, body, severity, ok=False))
+                return SendResult(False, "HTTP 400: message refused")
+            return await super().send(target, title, body, severity)
+
+    notifier = RefusesOne()
+    sender = sender_for(store, clock, notifier, admin)
+    enqueue(store, clock, "HELP: Alice", [A], incident=incident(1))
+    await sender.deliver_due()
+    enqueue(store, clock, "HELP: Bob", [A], incident=incident(2))
+    enqueue(store, clock, "Feed failing: Club", [A])  # an admin notice: no incident
+    await sender.deliver_due()
+
+    assert notifier.got(A.id) == ["HELP: Bob", "Feed failing: Club"]
+    # A accepted Bob's HELP, so Alice's was due at once too: tried again, refused again.
+    assert notifier.tried(A.id) == 4
+    advance_to_retry(store, clock)
+    await sender.deliver_due()
+    assert notifier.tried(A.id) == 5
+    assert [r.title for r in rows(store, A.id) if r.state == "pending"] == ["HELP: Alice"]
+
+
+async def test_once_a_target_accepts_anything_what_waited_for_it_goes_at_once(
+    store: Store, clock: FakeClock, notifier: RecordingNotifier, admin: AdminHookRecorder
+) -> None:
+    sender = sender_for(store, clock, notifier, admin)
+    notifier.down.add(A.id)
+    enqueue(store, clock, "HELP: Alice", [A], incident=incident(1))
+    enqueue(store, clock, "HELP update: Alice", [A], incident=incident(1))
+    await sender.deliver_due()
+    [help_row] = [r for r in rows(store, A.id) if r.title == "HELP: Alice"]
+    assert help_row.next_attempt > clock.now()  # waits for its retry
+
+    notifier.down.clear()  # A is back, and the next alert proves it
+    enqueue(store, clock, "HELP: Bob", [A], incident=incident(2))
+    assert await sender.deliver_due() == 3  # in this one pass, without waiting for the retry
+
+    assert notifier.got(A.id) == ["HELP: Bob", "HELP: Alice", "HELP update: Alice"]
 
 
 async def test_alerts_of_a_resolved_incident_are_dropped_but_its_resolution_goes_out(
@@ -449,7 +508,7 @@ async def test_a_resolution_does_not_wait_behind_an_obsolete_retry(
     resolved = replace(help_, state=IncidentState.RESOLVED, resolved_at=clock.now())
     enqueue(store, clock, "HELP cancelled: Alice", [A], incident=resolved, resolution=True)
     [help_row] = [r for r in rows(store, A.id) if r.title == "HELP: Alice"]
-    assert help_row.next_attempt > clock.now() + 60
+    assert help_row.next_attempt > clock.now() + 30
 
     await sender.deliver_due()  # now, not when the obsolete HELP's retry comes round
 
@@ -573,9 +632,9 @@ async def test_a_restart_resumes_the_outbox(
     before = RecordingNotifier(down={A.id})
     store = Store.open(store_path)
     sender = sender_for(store, clock, before, admin)
-    enqueue(store, clock, "HELP", [A, B])
+    enqueue(store, clock, "HELP", [A, B], incident=incident(1))
     await sender.deliver_due()  # B sent, A failed and waits
-    enqueue(store, clock, "HELP update", [A, B])  # written, never tried
+    enqueue(store, clock, "HELP update", [A, B], incident=incident(1))  # written, never tried
     store.close()
 
     after = RecordingNotifier()
@@ -717,3 +776,146 @@ async def test_run_retries_on_the_clock_without_sleeping_for_real(
     assert notifier.tried(A.id) == 3
     assert clock.now() - T0 >= 10 + 20  # two backoffs passed on the fake clock...
     assert time.monotonic() - started < 2  # ...not on the real one
+
+
+# -- the stages, one at a time ---------------------------------------------------------------
+
+
+def delivery(
+    notification_id: int = 1,
+    *,
+    target_id: str = A.id,
+    incident_id: int | None = 1,
+    state: IncidentState | None = IncidentState.OPEN,
+    resolution: bool = False,
+    created_at: float = T0,
+) -> Delivery:
+    return Delivery(
+        id=notification_id, notification_id=notification_id, incident_id=incident_id,
+        target=target_id, label=f"label-{target_id}", short=False, attempts=0,
+        next_attempt=created_at, title="HELP", body="HELP\nbody", short_text="SMS HELP",
+        severity=Severity.CRITICAL, kind="opened", resolution=resolution,
+        incident_state=state, created_at=created_at,
+    )  # fmt: skip
+
+
+RESOLVED_BEFORE = "its incident was resolved before it could be delivered"
+GIVEN_UP = f"undeliverable for {GIVE_UP_AFTER / 3600:.0f} h"
+TARGET_GONE = "its target is no longer in the Apprise config"
+
+
+@pytest.mark.parametrize(
+    ("d", "age", "why"),
+    [
+        pytest.param(delivery(), 0, None, id="fine"),
+        pytest.param(delivery(target_id=C.id), 0, TARGET_GONE, id="target-gone"),
+        pytest.param(delivery(state=IncidentState.RESOLVED), 0, RESOLVED_BEFORE,
+                     id="resolved-alert"),
+        pytest.param(delivery(incident_id=None, state=None), GIVE_UP_AFTER + 1, GIVEN_UP,
+                     id="admin-notice-given-up"),
+        # Obsolete and gone: the obsolete reason is the one recorded.
+        pytest.param(delivery(target_id=C.id, state=IncidentState.RESOLVED), 0,
+                     RESOLVED_BEFORE, id="resolved-alert-and-target-gone"),
+        pytest.param(delivery(state=IncidentState.RESOLVED, resolution=True), 0, None,
+                     id="resolution"),
+        pytest.param(delivery(target_id=C.id, state=IncidentState.RESOLVED, resolution=True),
+                     0, TARGET_GONE, id="resolution-target-gone"),
+    ],
+)  # fmt: skip
+def test_why_not(d: Delivery, age: float, why: str | None) -> None:
+    assert why_not(d, T0 + age, Targets((A, B))) == why
+
+
+@pytest.mark.parametrize(
+    ("waiting", "later", "held"),
+    [
+        pytest.param(delivery(1), delivery(2), True, id="earlier-holds-later"),
+        pytest.param(delivery(2), delivery(1), False, id="later-never-holds-earlier"),
+        pytest.param(delivery(7), delivery(7), False, id="not-itself"),
+    ],
+)
+def test_blocks(waiting: Delivery, later: Delivery, held: bool) -> None:
+    assert blocks(waiting, later) is held
+
+
+LABEL = "json://c"
+NOW = T0 + 600
+
+
+def health(failures: int, since: float | None, told: bool) -> TargetHealth:
+    return TargetHealth(C.id, LABEL, failures, since, told)
+
+
+@pytest.mark.parametrize(
+    ("previous", "error", "expected"),
+    [
+        pytest.param(None, None, HealthChange(None, None), id="first-success-no-record"),
+        pytest.param(health(0, None, False), None, HealthChange(None, None),
+                     id="success-healthy-record"),
+        pytest.param(None, "boom", HealthChange(health(1, NOW, False), None),
+                     id="failure-1"),
+        pytest.param(health(1, T0, False), "boom", HealthChange(health(2, T0, False), None),
+                     id="failure-2"),
+        pytest.param(
+            health(FAILING_AFTER_ATTEMPTS - 1, T0, False), "boom",
+            HealthChange(
+                health(FAILING_AFTER_ATTEMPTS, T0, True),
+                AdminNotice(AdminKind.DELIVERY_FAILING, LABEL, "boom", NOW, since=T0),
+            ),
+            id="failure-3-tells",
+        ),
+        pytest.param(
+            health(FAILING_AFTER_ATTEMPTS, T0, True), "boom again",
+            HealthChange(health(FAILING_AFTER_ATTEMPTS + 1, T0, True), None),
+            id="failure-4-tells-no-more",
+        ),
+        pytest.param(
+            health(FAILING_AFTER_ATTEMPTS + 1, T0, True), None,
+            HealthChange(
+                health(0, None, False),
+                AdminNotice(AdminKind.DELIVERY_RECOVERED, LABEL, "Deliveries go through again.",
+                            NOW, since=T0),
+            ),
+            id="recovery-after-told",
+        ),
+        pytest.param(health(FAILING_AFTER_ATTEMPTS - 1, T0, False), None,
+                     HealthChange(health(0, None, False), None), id="recovery-before-told"),
+    ],
+)  # fmt: skip
+def test_track_health(
+    previous: TargetHealth | None, error: str | None, expected: HealthChange
+) -> None:
+    assert track_health(previous, C.id, LABEL, error, NOW) == expected
+
+
+def test_track_health_dates_the_outage_from_its_first_failure() -> None:
+    record: TargetHealth | None = None
+    notices: list[AdminNotice] = []
+    for attempt in range(FAILING_AFTER_ATTEMPTS + 2):
+        change = track_health(record, C.id, LABEL, "boom", T0 + 60 * attempt)
+        record = change.health
+        notices += [change.notice] if change.notice else []
+    change = track_health(record, C.id, LABEL, None, T0 + 3600)
+    notices += [change.notice] if change.notice else []
+
+    assert [(n.kind, n.at, n.since) for n in notices] == [
+        (AdminKind.DELIVERY_FAILING, T0 + 60 * (FAILING_AFTER_ATTEMPTS - 1), T0),
+        (AdminKind.DELIVERY_RECOVERED, T0 + 3600, T0),
+    ]
+    assert change.health == health(0, None, False)
+
+
+async def test_use_drops_deliveries_to_a_target_left_out_before_they_are_tried(
+    store: Store, clock: FakeClock, notifier: RecordingNotifier, admin: AdminHookRecorder
+) -> None:
+    sender = sender_for(store, clock, notifier, admin, A, B)
+    enqueue(store, clock, "HELP", [A, B])
+
+    sender.use(Targets((B,)))
+    assert sender.wake.is_set()  # the run loop does not sleep through the reload
+    assert await sender.deliver_due() == 1
+
+    assert notifier.tried(A.id) == 0
+    assert notifier.got(B.id) == ["HELP"]
+    [row_a] = rows(store, A.id)
+    assert (row_a.state, row_a.last_error) == ("dropped", TARGET_GONE)
