@@ -34,8 +34,6 @@ from apprise.config.base import ConfigBase
 from alerter.errors import ConfigError, Problem
 from alerter.models import Severity
 
-log = logging.getLogger("alerter.notify")
-
 #: Query keys whose values are settings, not secrets or personal data.
 _SAFE_QUERY = frozenset(
     {
