@@ -72,8 +72,10 @@ class FakeClock:
 
 
 async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
-    """Sleep on `clock` until `seconds` pass or `wake` is set."""
+    """Sleep on `clock` until `seconds` pass or `wake` is set; always yields to the loop
+    (a loop whose wait is 0 must still let signals and the other tasks run)."""
     if seconds <= 0:
+        await asyncio.sleep(0)
         return
     sleeper = asyncio.ensure_future(clock.sleep(seconds))
     waiter = asyncio.ensure_future(wake.wait())

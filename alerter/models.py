@@ -26,6 +26,10 @@ KNOWN_TYPES = frozenset(
 #: SPOT keeps a feed's messages this long (seconds).
 SPOT_KEEPS = 7 * 86400.0
 
+#: The `extra` key under which a message keeps the time its device sent when that time
+#: was unusable (its `unix_time` is then when the service received it).
+UNUSABLE_TIME = "unusableTime"
+
 #: SPOT returns at most this many messages a page.
 PAGE_SIZE = 50
 
@@ -203,6 +207,9 @@ class AdminKind(StrEnum):
     DELIVERY_FAILING = "Delivery failing"
     DELIVERY_RECOVERED = "Delivery recovered"
     RULES_REJECTED = "Rules rejected"
+    MESSAGE_SET_ASIDE = "Message set aside"
+    STATE_UNWRITABLE = "State unwritable"
+    STATE_RECOVERED = "State recovered"
     TEST = "Test"
 
 

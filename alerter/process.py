@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from alerter.clock import Clock, sleep_or_wake
 from alerter.config import Config
 from alerter.engine import EngineConfig, Evaluation, Snapshot, evaluate
-from alerter.errors import AlerterError
+from alerter.errors import AlerterError, StoreError
 from alerter.health import feed_health
 from alerter.models import (
     SPOT_KEEPS,
+    AdminKind,
+    AdminNotice,
     Decision,
     EngineEvent,
     FeedState,
@@ -26,8 +28,9 @@ from alerter.models import (
     Outgoing,
     RaiseNotice,
     Reason,
+    Received,
 )
-from alerter.render import render
+from alerter.render import render, render_plain
 from alerter.settings import Settings
 from alerter.store import Store
 
@@ -73,8 +76,11 @@ class Processor:
         states = self.store.feed_states() if states is None else states
         return self.settings.feed_names({fid: st.name for fid, st in states.items()})
 
-    def evaluate_now(self) -> tuple[Evaluation, list[Outgoing], float]:
-        """Run the engine on what is pending; render what must be sent (no writes)."""
+    def evaluate_now(
+        self, pending: Sequence[Received] | None = None
+    ) -> tuple[Evaluation, list[Outgoing], float]:
+        """Run the engine on `pending` (else what the store holds); render what must be
+        sent (no writes)."""
         now = self.clock.now()
         incidents = self.store.incidents(
             resolved_since=now - SPOT_KEEPS - self.settings.first_start_lookback
@@ -87,7 +93,8 @@ class Processor:
             feed_names=self.feed_names(),
             next_incident_id=self.store.next_incident_id(),
         )
-        pending = self.store.pending()
+        if pending is None:
+            pending = self.store.pending()
         result = evaluate(self.config.rules, snapshot, pending, now, self.engine_config)
         # A decision whose tags no URL carries is recorded as held back (`event`), not
         # written as a notification nobody can receive.
@@ -99,8 +106,14 @@ class Processor:
         targets = self.config.targets.for_tags(d.tags)
         if not targets:
             log.warning("no Apprise URL carries %s: %s goes nowhere", d.tags, d.reason)
+        try:
+            rendered = render(d, now, self.settings.zone)
+        except Exception as exc:
+            # One odd value must not hold back the alert: it goes out in its plainest form.
+            log.exception("cannot render %s of #%s; sending it plain", d.reason, d.incident.id)
+            rendered = render_plain(d, type(exc).__name__)
         return Outgoing(
-            rendered=render(d, now, self.settings.zone),
+            rendered=rendered,
             kind=d.reason.value,
             targets=tuple((t.id, t.label, t.short) for t in targets),
             incident_id=d.incident.id,
@@ -108,8 +121,44 @@ class Processor:
         )
 
     def process(self) -> Evaluation:
-        """One engine cycle, committed atomically (`next_due`: when the clock next matters)."""
-        result, outgoing, now = self.evaluate_now()
+        """One engine cycle, committed atomically (`next_due`: when the clock next matters).
+
+        When the batch cannot be decided, its messages are decided one at a time: the one
+        that fails is set aside with its reason (the admins are told) and the rest go on.
+        """
+        pending = self.store.pending()
+        try:
+            return self._decide(pending)
+        except StoreError:
+            raise
+        except Exception:
+            if not pending:
+                raise  # the clock's part failed: nothing to set aside; retried next cycle
+            log.exception("deciding %d messages failed; deciding them one at a time", len(pending))
+        result: Evaluation | None = None
+        for rec in pending:
+            try:
+                result = self._decide([rec])
+            except StoreError:
+                raise
+            except Exception as exc:
+                self.set_aside(rec, exc)
+        return result or Evaluation((), (), (), None)
+
+    def set_aside(self, rec: Received, exc: Exception) -> None:
+        """Take a message that cannot be decided out of the way, and tell the admins."""
+        m = rec.message
+        why = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("message %s (%s from %s) set aside: %s", m.id, m.type, m.messenger_id, why)
+        self.store.set_aside(m.id, why, self.clock.now())
+        device = f"{m.messenger_name} ({m.messenger_id})"
+        detail = f"{m.type} message id {m.id} sent at unixTime {m.unix_time}: {why}"
+        self.raise_notice(
+            AdminNotice(AdminKind.MESSAGE_SET_ASIDE, device, detail, self.clock.now()), None
+        )
+
+    def _decide(self, pending: Sequence[Received]) -> Evaluation:
+        result, outgoing, now = self.evaluate_now(pending)
         if not result.decisions and not result.processed:
             return result
         events = [self.event(d, now) for d in result.decisions]

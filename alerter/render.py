@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from alerter.durations import ago, format_duration
 from alerter.models import (
+    UNUSABLE_TIME,
     AdminKind,
     AdminNotice,
     Decision,
@@ -71,7 +72,9 @@ _UTC_NAMES = frozenset(
     {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"}
 )
 
-_RECOVERIES = frozenset({AdminKind.FEED_RECOVERED, AdminKind.DELIVERY_RECOVERED})
+_RECOVERIES = frozenset(
+    {AdminKind.FEED_RECOVERED, AdminKind.DELIVERY_RECOVERED, AdminKind.STATE_RECOVERED}
+)
 
 
 def render(decision: Decision, now: float, zone: ZoneInfo, ack_url: str | None = None) -> Rendered:
@@ -86,6 +89,25 @@ def render(decision: Decision, now: float, zone: ZoneInfo, ack_url: str | None =
         short=_short(decision, now, ack),
         severity=decision.severity,
     )
+
+
+def render_plain(decision: Decision, error: str) -> Rendered:
+    """A decision's text from its plainest facts, when `render` failed on its details: an
+    alert that says less is better than none."""
+    d = decision
+    m = d.message.message if d.message else None
+    title = f"{d.subject}: {d.device.name} ({d.feed_name})"
+    lines = [
+        f"{d.reason.value.capitalize()}: {d.subject} for {d.device.name} ({d.device.id}).",
+        f"Feed: {d.feed_name}",
+    ]
+    if m is not None:
+        lines.append(f"Message: {m.type}, id {m.id}")
+        if m.latitude is not None and m.longitude is not None:
+            lines.append(f"Position: {m.latitude}, {m.longitude}")
+    lines.append(f"(Some details could not be shown: {error}.)")
+    short = _trim(_sms(" ".join([title, *lines[2:-1]])), SMS_ONE)
+    return Rendered(title=title, body="\n".join(lines), short=short, severity=d.severity)
 
 
 def render_admin(notice: AdminNotice, now: float, zone: ZoneInfo) -> Rendered:
@@ -153,6 +175,12 @@ def _body(decision: Decision, now: float, zone: ZoneInfo, ack: str | None) -> li
     lines = [_headline(d, now, zone), *_circumstance(d, now, zone)]
     lines += [f"Device: {d.device.name} ({d.device.id})", f"Feed: {d.feed_name}"]
     lines.append(f"{_time_label(d)}: {_when(_message_time(d), now, zone)}")
+    unusable = _unusable_time(msg)
+    if unusable is not None:
+        lines.append(
+            f"The device's time was unusable (it sent {unusable}); "
+            "the time shown is when the service received the message."
+        )
     lines += _position_lines(d, now, zone)
     lines.append(f"Battery: {_battery(msg)}")
     if msg is not None and msg.message.content:
@@ -398,6 +426,28 @@ _ADMIN: dict[AdminKind, tuple[Severity, str, str, str]] = {
         "each problem with its file and line.",
         "Previous rules stay in force; run alerter check.",
     ),
+    AdminKind.MESSAGE_SET_ASIDE: (
+        Severity.WARNING,
+        "Message set aside: a message from {subject} could not be decided and was set aside.",
+        "Every other message goes on as usual; this one is kept in the archive with the "
+        "reason, and nobody was alerted for it. Check the detail and the device.",
+        "Others go on; check this device.",
+    ),
+    AdminKind.STATE_UNWRITABLE: (
+        Severity.CRITICAL,
+        "State unwritable: the service cannot write its state ({subject}); "
+        "it is blind: new messages cannot be stored or alerted.",
+        "It keeps trying; polling and alerting resume by themselves once the disk can be "
+        "written again (free space, or fix the permissions or the read-only mount).",
+        "Service blind: free the disk or fix its permissions.",
+    ),
+    AdminKind.STATE_RECOVERED: (
+        Severity.INFO,
+        "State recovered: the service can write its state ({subject}) again.",
+        "It stores and alerts again; messages that arrived meanwhile are read from SPOT "
+        "(it keeps 7 days) and alerted, marked late.",
+        "Catching up on missed messages.",
+    ),
     AdminKind.TEST: (
         Severity.INFO,
         "This is a test alert from spot-alerter: nobody is in trouble and no action is needed.",
@@ -498,6 +548,13 @@ def _message_time(d: Decision) -> float:
 def _started(d: Decision) -> float:
     """When the incident began: its first message's time, else the engine's start."""
     return float(d.first_message.message.unix_time) if d.first_message else d.incident.started_at
+
+
+def _unusable_time(msg: Received | None) -> str | None:
+    """The time a device sent when it was unusable (the parser kept it in `extra`)."""
+    if msg is None:
+        return None
+    return dict(msg.message.extra).get(UNUSABLE_TIME)
 
 
 def _battery(msg: Received | None) -> str:

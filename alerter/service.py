@@ -24,8 +24,8 @@ from pathlib import Path
 
 import aiohttp
 
-from alerter.admin import AdminNotices
-from alerter.clock import Clock, SystemClock
+from alerter.admin import AdminNotices, StateWatch
+from alerter.clock import Clock, SystemClock, sleep_or_wake
 from alerter.config import Config, load_config
 from alerter.errors import ConfigError, StoreError
 from alerter.models import AdminKind, AdminNotice
@@ -41,13 +41,21 @@ log = logging.getLogger("alerter.service")
 
 #: How long in-flight sends may finish after a stop signal.
 STOP_GRACE = 10.0
+#: How often the state's disk is probed (at most; at least once a poll interval).
+STATE_PROBE = 30.0
 
 
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
     """One service per state directory: a second `alerter run` would poll twice as fast."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(state_dir / "alerter.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(state_dir / "alerter.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot use the state directory {state_dir}: {exc.strerror or exc} "
+            "(it must be writable by the service)"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -79,9 +87,8 @@ class Service:
         self.clock = clock or SystemClock()
         self.feed_source = feed_source
         self.stop_event = asyncio.Event()
-        self.sender = Sender(
-            store, config.targets, notifier or AppriseNotifier(), self.clock, self._raise
-        )
+        notifier = notifier or AppriseNotifier()
+        self.sender = Sender(store, config.targets, notifier, self.clock, self._raise)
         self.admin = AdminNotices(
             store, self.clock, config.targets, admin_tag=settings.admin_tag,
             zone=settings.zone, queued=self.sender.wake.set,
@@ -89,6 +96,10 @@ class Service:
         self.processor = Processor(
             settings, config, store, self.clock,
             raise_notice=self.admin, queued=self.sender.wake.set,
+        )  # fmt: skip
+        self.state_watch = StateWatch(
+            store, self.clock, self.admin, notifier,
+            every=min(STATE_PROBE, settings.poll_interval),
         )  # fmt: skip
 
     def _raise(self, notice: AdminNotice, exclude_target: str | None) -> None:
@@ -98,8 +109,9 @@ class Service:
         """Load rules and targets again; on a fault keep the old ones and tell the admins."""
         try:
             config = load_config(self.settings)
-        except ConfigError as exc:
-            detail = "\n".join(str(p) for p in exc.problems[:10])
+        except Exception as exc:  # whatever a file holds, the old rules stay and admins hear
+            problems = exc.problems if isinstance(exc, ConfigError) else [exc]
+            detail = "\n".join(str(p) for p in problems[:10])
             log.error(  # noqa: TRY400 (the problems are the message; no traceback helps)
                 "reload rejected; keeping the previous rules and targets:\n%s", detail
             )
@@ -144,6 +156,21 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self.state_watch.check()
+            while not self.state_watch.writable and not self.stop_event.is_set():
+                # Blind from the start: the admins were told; start once the disk works.
+                await sleep_or_wake(self.clock, self.state_watch.every, self.stop_event)
+                await self.state_watch.check()
+            if not self.stop_event.is_set():
+                await self._run_tasks()
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+    async def _run_tasks(self) -> None:
         self.store.set_meta("started_at", repr(self.processor.started_at))
         log.info(
             "watching %d feeds every %.4gs (spacing %.4gs); %d rules; %d targets",
@@ -158,7 +185,8 @@ class Service:
             watching = asyncio.create_task(watcher.run(self.stop_event), name="watch")
             processing = asyncio.create_task(self.processor.run(self.stop_event), name="process")
             sending = asyncio.create_task(self.sender.run(self.stop_event), name="send")
-            tasks = (watching, processing, sending)
+            probing = asyncio.create_task(self.state_watch.run(self.stop_event), name="state")
+            tasks = (watching, processing, sending, probing)
             try:
                 done, _ = await asyncio.wait(
                     (asyncio.ensure_future(self.stop_event.wait()), *tasks),
@@ -170,13 +198,10 @@ class Service:
             finally:
                 self.stop()
                 watching.cancel()
+                probing.cancel()
                 _, pending = await asyncio.wait((processing, sending), timeout=STOP_GRACE)
                 for task in pending:
                     log.warning("stopping: %s did not finish in time; its sends stay queued",
                                 task.get_name())  # fmt: skip
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-        log.info("stopped")

@@ -191,6 +191,14 @@ class Archive(Database):
         )
         return [_received(r) for r in rows]
 
+    def set_aside(self, message_id: int, why: str, at: float) -> None:
+        """Take a message that cannot be decided out of the pending ones, with the reason."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE messages SET processed_at = ?, set_aside = ? WHERE id = ?",
+                (at, why, message_id),
+            )
+
     def messages_by_id(self, ids: Iterable[int]) -> dict[int, Received]:
         """Stored messages by SPOT id."""
         id_list = [i for i in set(ids) if i is not None]

@@ -131,6 +131,10 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE incident_events ADD COLUMN held_back TEXT;
     """,
+    # 3: why a message was set aside (it could not be decided); the rest went on.
+    """
+    ALTER TABLE messages ADD COLUMN set_aside TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -209,6 +213,10 @@ class Database:
             raise StoreError(f"state database read failed: {exc}") from exc
 
     # -- meta ---------------------------------------------------------------
+
+    def probe_write(self, at: float) -> None:
+        """Write and commit a small value: StoreError when the disk refuses."""
+        self.set_meta("probe", repr(at))
 
     def get_meta(self, key: str) -> str | None:
         """A stored service-level value."""
