@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 from alerter.clock import Clock, sleep_or_wake
 from alerter.config import Config
@@ -29,6 +30,7 @@ from alerter.models import (
     RaiseNotice,
     Reason,
     Received,
+    Rendered,
 )
 from alerter.render import render, render_plain
 from alerter.settings import Settings
@@ -106,14 +108,8 @@ class Processor:
         targets = self.config.targets.for_tags(d.tags)
         if not targets:
             log.warning("no Apprise URL carries %s: %s goes nowhere", d.tags, d.reason)
-        try:
-            rendered = render(d, now, self.settings.zone)
-        except Exception as exc:
-            # One odd value must not hold back the alert: it goes out in its plainest form.
-            log.exception("cannot render %s of #%s; sending it plain", d.reason, d.incident.id)
-            rendered = render_plain(d, type(exc).__name__)
         return Outgoing(
-            rendered=rendered,
+            rendered=render_or_plain(d, now, self.settings.zone),
             kind=d.reason.value,
             targets=tuple((t.id, t.label, t.short) for t in targets),
             incident_id=d.incident.id,
@@ -222,6 +218,16 @@ class Processor:
             now = self.clock.now()
             wait = MAX_IDLE if next_due is None else min(MAX_IDLE, max(0.0, next_due - now))
             await sleep_or_wake(self.clock, wait, self.changed)
+
+
+def render_or_plain(d: Decision, now: float, zone: ZoneInfo) -> Rendered:
+    """`render`, or the decision's plainest facts when a value defeats it: an alert that
+    says less is better than one held back."""
+    try:
+        return render(d, now, zone)
+    except Exception as exc:
+        log.exception("cannot render %s of #%s; sending it plain", d.reason, d.incident.id)
+        return render_plain(d, type(exc).__name__)
 
 
 def describe_decision(d: Decision) -> str:

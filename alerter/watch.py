@@ -29,11 +29,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from alerter import masking
 from alerter.clock import Clock, sleep_or_wake
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable, StoreError
 from alerter.models import PAGE_SIZE, SPOT_KEEPS, FeedPage, Message
 from alerter.settings import FeedConfig, Settings
 from alerter.spot.client import FeedSource
+from alerter.spot.parse import with_usable_time
 from alerter.store import Store
 
 log = logging.getLogger("alerter.watch")
@@ -256,7 +258,10 @@ class Watcher:
             # Persisted before the page is stored: a crash in between must not leave
             # the page known and the rest of the overflow forgotten.
             self.store.set_meta(_sweep_key(fid), repr(sweep))
-        new = self.store.insert_messages(fid, page.messages, now, initial=initial)
+        # A device time that cannot be true (year 10000, milliseconds) becomes the time the
+        # message reached the service; the device's value is kept for the alert to show.
+        messages = [with_usable_time(m, now) for m in page.messages]
+        new = self.store.insert_messages(fid, messages, now, initial=initial)
         self.store.record_success(fid, now, page.feed_name)
         if cur.failures:
             log.info("feed %s: recovered after %d failures", cur.feed.display_name, cur.failures)
@@ -344,7 +349,9 @@ class Watcher:
             # made is a HELP seen later. Polling at the limit is not abuse; only a 403 is.
             cur.not_before = now + self.settings.poll_interval
         try:
-            self.store.record_failure(cur.feed.id, now, exc.kind, str(exc), cur.not_before)
+            self.store.record_failure(
+                cur.feed.id, now, exc.kind, masking.mask(str(exc)), cur.not_before
+            )
         except StoreError:
             log.exception("cannot record a failure of feed %s", cur.feed.display_name)
         name = cur.feed.display_name

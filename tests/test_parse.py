@@ -6,15 +6,27 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from alerter.errors import FeedConfigFault, FeedUnavailable
-from alerter.models import FeedPage, Message
-from alerter.spot.parse import parse_feed, parse_spot_datetime, sniff_format
+from alerter.errors import FeedConfigFault, FeedError, FeedUnavailable
+from alerter.models import UNUSABLE_TIME, FeedPage, Message
+from alerter.spot import parse as parse_module
+from alerter.spot.parse import (
+    EARLIEST_TIME,
+    LATEST_AHEAD,
+    MILLISECONDS_TIME,
+    parse_feed,
+    parse_spot_datetime,
+    sniff_format,
+    with_usable_time,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGGER = "alerter.spot.parse"
@@ -828,29 +840,9 @@ def test_malformed_middle_message_is_skipped(
         pytest.param(msg(messageType=None), "message 1001: no messageType", id="no-type"),
         pytest.param(msg(messageType=" "), "message 1001: no messageType", id="blank-type"),
         pytest.param(
-            msg(messageType="HELP", unixTime=None),
-            "message 1001: no usable unixTime or dateTime (type HELP)",
-            id="no-time",
-        ),
-        pytest.param(
-            msg(unixTime="soon", dateTime="yesterday"),
-            "message 1001: no usable unixTime or dateTime (type TRACK)",
-            id="bad-times",
-        ),
-        pytest.param(
             msg(unixTime="1700000000", dateTime=None, messageType=None, messengerId=None),
             "message 1001: no messengerId, no messageType",
             id="several",
-        ),
-        pytest.param(
-            msg(unixTime=str(10**30), dateTime=None),
-            "message 1001: no usable unixTime or dateTime (type TRACK)",
-            id="time-beyond-64-bit",
-        ),
-        pytest.param(
-            msg(unixTime="-5", dateTime=None),
-            "message 1001: no usable unixTime or dateTime (type TRACK)",
-            id="negative-time",
         ),
     ],
 )
@@ -943,6 +935,9 @@ def test_message_type(raw: str, expected: str) -> None:
         pytest.param("0", "2017-06-21T21:09:54+0000", 1498079394, id="zero"),
         pytest.param("1498079394", "2001-01-01T00:00:00+0000", 1498079394, id="unixTime-wins"),
         pytest.param("1498079394.0", None, 1498079394, id="float-text"),
+        pytest.param("1498079394.7", None, 1498079394, id="fractional-floored"),
+        pytest.param("1498079394", "not a date", 1498079394, id="bad-dateTime-kept-as-sent"),
+        pytest.param("1498079394", "2017-06-21T21:09:54", 1498079394, id="naive-dateTime"),
     ],
 )
 def test_unix_time(unix_time: str | None, date_time: str | None, expected: int) -> None:
@@ -1128,3 +1123,686 @@ def test_full_page_parses_fast(fmt: str) -> None:
         parse_feed(body)
         best = min(best, time.perf_counter() - start)
     assert best < 0.002
+
+
+# --- hostile values -----------------------------------------------------------
+
+HELP = msg(id="77", messageType="HELP", latitude="46.5", longitude="7.9")
+TEN_TO_309 = "1" + "0" * 309  # beyond the float range: float() raises OverflowError
+TEN_TO_308 = "1" + "0" * 308  # within it, but no latitude
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bad", "literals", "expected"),
+    [
+        # expected: (latitude, longitude, type) of the bad message, or its skip reason.
+        pytest.param(
+            "json",
+            {"latitude": "@LAT@"},
+            {"@LAT@": TEN_TO_309},
+            (None, None, "TRACK"),
+            id="json-int-latitude-beyond-float",
+        ),
+        pytest.param(
+            "json",
+            {"longitude": "@LON@"},
+            {"@LON@": "-2" + "0" * 308},
+            (None, None, "TRACK"),
+            id="json-int-longitude-beyond-float",
+        ),
+        pytest.param(
+            "json",
+            {"messageType": "HELP", "latitude": "@LAT@", "longitude": "@LAT@"},
+            {"@LAT@": TEN_TO_309},
+            (None, None, "HELP"),
+            id="json-help-with-huge-fix-is-still-help",
+        ),
+        pytest.param(
+            "json",
+            {"latitude": "@LAT@"},
+            {"@LAT@": TEN_TO_308},
+            (None, None, "TRACK"),
+            id="json-int-latitude-1e308",
+        ),
+        pytest.param(
+            "json",
+            {"latitude": "@LAT@"},
+            {"@LAT@": "1e999"},
+            (None, None, "TRACK"),
+            id="json-float-literal-1e999",
+        ),
+        pytest.param(
+            "json",
+            {"latitude": "@LAT@"},
+            {"@LAT@": "9" * 5000},
+            (None, None, "TRACK"),
+            id="json-int-literal-beyond-int-guard",
+        ),
+        pytest.param(
+            "json",
+            {"id": "@ID@", "latitude": "@ID@"},
+            {"@ID@": "9" * 5000},
+            'message ?: unusable id "9999999999999999999…" (type TRACK)',
+            id="json-huge-id-skipped-with-reason",
+        ),
+        pytest.param(
+            "json",
+            {"altitude": "@N@", "batteryState": "@N@", "modelId": "@N@", "unixTime": "@T@"},
+            {"@N@": "7" * 5000, "@T@": "1700000000.25"},
+            (46.5, 7.9, "TRACK"),
+            id="json-huge-literals-elsewhere",
+        ),
+        pytest.param(
+            "xml", {"latitude": TEN_TO_308}, {}, (None, None, "TRACK"), id="xml-latitude-309-digits"
+        ),
+        pytest.param("xml", {"longitude": "-1e999"}, {}, (None, None, "TRACK"), id="xml-1e999"),
+        pytest.param(
+            "xml",
+            {"id": "9" * 5000, "messageType": "HELP"},
+            {},
+            'message ?: unusable id "9999999999999999999…" (type HELP)',
+            id="xml-huge-id-skipped-with-reason",
+        ),
+    ],
+)
+def test_hostile_values_beside_a_help(
+    fmt: str,
+    bad: dict[str, object],
+    literals: dict[str, str],
+    expected: tuple[None, None, str] | str,
+) -> None:
+    fields = msg(**{"id": "2", **bad})
+    if fmt == "xml":
+        body = xml_page(fields, HELP)
+    else:
+        body = json_page(fields, HELP)
+        for placeholder, literal in literals.items():
+            body = body.replace(f'"{placeholder}"'.encode(), literal.encode())
+    page = parse_feed(body)
+    help_ = page.messages[-1]
+    assert (help_.id, help_.type, help_.latitude, help_.longitude) == (77, "HELP", 46.5, 7.9)
+    if isinstance(expected, str):
+        assert page.skipped == (expected,)
+        assert len(page.messages) == 1
+    else:
+        assert page.skipped == ()
+        [other, _] = page.messages
+        assert (other.id, other.latitude, other.longitude, other.type) == (2, *expected)
+
+
+def test_huge_json_literals_do_not_sink_the_header() -> None:
+    body = json_page(HELP, totalCount="@N@", feed={"id": "@N@", "name": "F"})
+    body = body.replace(b'"@N@"', b"8" * 5000)
+    page = parse_feed(body)
+    assert only(page).type == "HELP"
+    assert page.total_count is None
+    assert page.feed_id == "8" * 5000  # kept as text, like any id SPOT sends
+
+
+def test_lone_surrogates_in_extra_names_and_nested_values_are_replaced() -> None:
+    body = json_page(msg(**{"odd\ud800": "x", "nested": {"\udc00k": ["v\ud83d"]}}))
+    extra = only(parse_feed(body)).extra
+    assert extra == (("nested", '{"?k":["v?"]}'), ("odd?", "x"))
+    for name, value in extra:
+        (name + value).encode("utf-8")  # would raise on a lone surrogate
+
+
+def test_extra_value_too_deep_to_write_keeps_its_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json_page(msg(messageType="HELP", deep=[[["x"]]]))
+
+    def too_deep(*_: object, **__: object) -> str:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(json, "dumps", too_deep)  # the body is already written
+    m = only(parse_feed(body))
+    assert (m.type, m.extra) == ("HELP", (("deep", "(unreadable)"),))
+
+
+@pytest.mark.parametrize("page_of", [xml_page, json_page], ids=["xml", "json"])
+def test_unforeseen_error_in_one_message_skips_only_it(
+    page_of: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = parse_module._extra_text
+
+    def flaky(value: object) -> str:
+        if value == "boom":
+            raise RuntimeError("a bug")
+        return real(value)
+
+    monkeypatch.setattr(parse_module, "_extra_text", flaky)
+    body = page_of(msg(id="2", trap="boom"), HELP, msg(id="3", messageType=None, trap="boom"))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        page = parse_feed(body)
+    assert [(m.id, m.type) for m in page.messages] == [(77, "HELP")]
+    assert page.skipped == (
+        "message 2: unreadable (RuntimeError) (type TRACK)",
+        "message 3: no messageType",
+    )
+    assert "RuntimeError: a bug" in caplog.text  # the traceback is logged
+
+
+@pytest.mark.parametrize(
+    ("page_of", "record_maker"),
+    [(xml_page, "_xml_record"), (json_page, "_json_record")],
+    ids=["xml", "json"],
+)
+def test_unforeseen_error_reading_one_record_skips_only_it(
+    page_of: Any, record_maker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = getattr(parse_module, record_maker)
+    calls = iter(range(100))
+
+    def flaky(raw: Any) -> Any:
+        if next(calls) == 0:
+            raise KeyError("first")
+        return real(raw)
+
+    monkeypatch.setattr(parse_module, record_maker, flaky)
+    page = parse_feed(page_of(msg(id="2"), HELP))
+    assert page.skipped == ("message ?: unreadable (KeyError)",)
+    assert only(page).id == 77
+
+
+@pytest.mark.parametrize(
+    ("body", "step"),
+    [
+        pytest.param(json_page(HELP), "_parse_json", id="json"),
+        pytest.param(xml_page(HELP), "_parse_xml", id="xml"),
+    ],
+)
+def test_unforeseen_page_error_is_a_feed_unavailable(
+    body: bytes, step: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> FeedPage:
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(parse_module, step, broken)
+    with caplog.at_level(logging.ERROR, logger=LOGGER), pytest.raises(FeedUnavailable) as caught:
+        parse_feed(body)
+    assert "(IndexError)" in str(caught.value)
+    assert "HELP" not in str(caught.value)  # the body is not quoted
+    assert "IndexError: a bug" in caplog.text
+
+
+# --- unusable times -----------------------------------------------------------
+
+RECEIVED = 1_700_000_000.75
+SPOT_MSG = Message(
+    id=1,
+    messenger_id="0-1",
+    messenger_name="Kim",
+    unix_time=1_699_999_000,
+    type="HELP",
+    extra=(("clientUnixTime", "0"), ("zeta", "z")),
+)
+
+
+@pytest.mark.parametrize(
+    ("unix_time", "expected_time", "added"),
+    [
+        # added: the (name, value) that `extra` gains, None when the message is unchanged.
+        pytest.param(1_699_999_000, 1_699_999_000, None, id="normal"),
+        pytest.param(EARLIEST_TIME, EARLIEST_TIME, None, id="at-the-2007-floor"),
+        pytest.param(
+            EARLIEST_TIME - 1,
+            1_700_000_000,
+            (UNUSABLE_TIME, str(EARLIEST_TIME - 1)),
+            id="just-before-2007",
+        ),
+        pytest.param(
+            253_402_300_800, 1_700_000_000, (UNUSABLE_TIME, "253402300800"), id="year-10000"
+        ),
+        pytest.param(
+            1_699_999_000_123,
+            1_699_999_000,
+            (MILLISECONDS_TIME, "1699999000123"),
+            id="milliseconds-converted",
+        ),
+        pytest.param(
+            9_999_999_999_999,
+            1_700_000_000,
+            (UNUSABLE_TIME, "9999999999999"),
+            id="milliseconds-still-in-the-future",
+        ),
+        pytest.param(
+            1_000_000_000_000,
+            1_700_000_000,
+            (UNUSABLE_TIME, "1000000000000"),
+            id="milliseconds-before-2007",
+        ),
+        pytest.param(0, 1_700_000_000, (UNUSABLE_TIME, "0"), id="zero"),
+        pytest.param(-5, 1_700_000_000, (UNUSABLE_TIME, "-5"), id="negative"),
+        pytest.param(
+            1_700_000_000 + LATEST_AHEAD,
+            1_700_000_000 + LATEST_AHEAD,
+            None,
+            id="just-within-one-day-ahead",
+        ),
+        pytest.param(
+            1_700_000_001 + LATEST_AHEAD,
+            1_700_000_000,
+            (UNUSABLE_TIME, "1700086401"),
+            id="one-day-and-a-second-ahead",
+        ),
+    ],
+)
+def test_with_usable_time(
+    unix_time: int, expected_time: int, added: tuple[str, str] | None
+) -> None:
+    message = replace(SPOT_MSG, unix_time=unix_time)
+    result = with_usable_time(message, RECEIVED)
+    if added is None:
+        assert result is message
+        return
+    assert result.unix_time == expected_time
+    assert result.extra == tuple(sorted([*SPOT_MSG.extra, added]))
+    assert replace(result, unix_time=unix_time, extra=message.extra) == message
+
+
+def test_with_usable_time_keeps_the_time_text_the_parser_could_not_read() -> None:
+    message = replace(SPOT_MSG, unix_time=0, extra=((UNUSABLE_TIME, "soon"), ("a", "b")))
+    result = with_usable_time(message, RECEIVED)
+    assert result.extra == (("a", "b"), (UNUSABLE_TIME, "soon"))
+    assert result.unix_time == int(RECEIVED)
+
+
+@pytest.mark.parametrize("field", [UNUSABLE_TIME, "unixTimeMilliseconds"])
+def test_a_feed_field_may_not_pose_as_what_the_service_records(field: str) -> None:
+    for body in (xml_page(msg(**{field: "forged"})), json_page(msg(**{field: "forged"}))):
+        assert field not in dict(only(parse_feed(body)).extra)
+
+
+@pytest.mark.parametrize(
+    ("message", "kept"),
+    [
+        pytest.param(msg(messageType="HELP", unixTime=None, dateTime=None), "missing",
+                     id="no-time"),
+        pytest.param(msg(messageType="HELP", unixTime="soon", dateTime="yesterday"), "soon",
+                     id="bad-times"),
+        pytest.param(msg(messageType="HELP", unixTime=str(10**30), dateTime=None), str(10**30),
+                     id="time-beyond-64-bit"),
+        pytest.param(msg(messageType="HELP", unixTime="-5", dateTime=None), "-5",
+                     id="negative-time"),
+    ],
+)  # fmt: skip
+def test_a_help_without_a_usable_time_is_kept_and_dated_when_it_arrives(
+    message: dict[str, object], kept: str
+) -> None:
+    for body in (xml_page(message), json_page(message)):
+        page = parse_feed(body)
+        assert page.skipped == ()
+        [m] = page.messages
+        assert (m.type, m.unix_time, dict(m.extra)[UNUSABLE_TIME]) == ("HELP", 0, kept)
+        dated = with_usable_time(m, RECEIVED)
+        assert (dated.unix_time, dict(dated.extra)[UNUSABLE_TIME]) == (int(RECEIVED), kept)
+
+
+def test_with_usable_time_on_a_parsed_message_from_the_year_10000() -> None:
+    page = parse_feed(json_page(msg(messageType="HELP", unixTime=253402300800, extra="x")))
+    message = with_usable_time(only(page), RECEIVED)
+    assert (message.type, message.unix_time) == ("HELP", 1_700_000_000)
+    assert message.extra == (("extra", "x"), (UNUSABLE_TIME, "253402300800"))
+
+
+# --- properties (hypothesis) --------------------------------------------------
+
+# Reproducible in CI: derandomized (same examples every run), no example database in the
+# tree. Modest example counts keep all of them within a few seconds.
+PROPERTY = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+INT64 = 2**63 - 1
+
+#: The HELP every generated page carries; whatever surrounds it, it must come out intact.
+HELP_FIELDS = {
+    "id": 424242,
+    "messengerId": "0-HELP",
+    "unixTime": 1_700_000_000,
+    "messageType": "HELP",
+    "latitude": 46.5,
+    "longitude": 7.9,
+}
+HELP_MESSAGE = Message(
+    id=424242,
+    messenger_id="0-HELP",
+    messenger_name="0-HELP",
+    unix_time=1_700_000_000,
+    type="HELP",
+    latitude=46.5,
+    longitude=7.9,
+)
+
+#: Number-like texts that broke, or could break, a conversion.
+NUMBERISH = [
+    TEN_TO_308,
+    TEN_TO_309,
+    "-" + TEN_TO_309,
+    "9" * 5000,
+    "1e999",
+    "-1e999",
+    "1E+400",
+    "4.9e-324",
+    "NaN",
+    "-Infinity",
+    "-99999",
+    "-99999.0",
+    "1_700_000_000",
+    "\u0661\u0667" + "\u0660" * 8,  # Arabic-Indic digits: float() takes them
+    "0x10",
+    " 46.5 ",
+    "90.00001",
+    "-0",
+    "253402300800",
+    "1700000000123",
+    "1700000000.5",
+    "2017-06-21T21:09:54+0000",
+    "9999-12-31T23:59:59-2359",
+    "0001-01-01T00:00:00+2359",
+    "",
+    " ",
+]
+
+FIELD_NAMES = [
+    "id",
+    "messengerId",
+    "messengerName",
+    "unixTime",
+    "messageType",
+    "latitude",
+    "longitude",
+    "altitude",
+    "modelId",
+    "batteryState",
+    "messageContent",
+    "dateTime",
+    "showCustomMsg",
+    "hidden",
+    "messageDetail",
+]
+
+
+def check_page(page: FeedPage) -> None:
+    """What every parsed page guarantees, whatever the feed sent."""
+    assert isinstance(page, FeedPage)
+    for reason in page.skipped:
+        assert reason.startswith("message ")
+        assert "unreadable (" not in reason, reason  # the per-message safety net never fires
+    if page.total_count is not None:
+        assert -INT64 <= page.total_count <= INT64
+    for m in page.messages:
+        assert type(m.id) is int
+        assert 0 <= m.id <= INT64
+        assert type(m.unix_time) is int
+        # 0 only for a time that could not be read, whose text is kept for the alert.
+        assert 0 < m.unix_time <= INT64 or (m.unix_time == 0 and UNUSABLE_TIME in dict(m.extra))
+        assert m.messenger_id
+        assert m.messenger_name
+        assert m.type
+        assert (m.latitude is None) == (m.longitude is None)
+        if m.latitude is not None and m.longitude is not None:
+            assert type(m.latitude) is float
+            assert type(m.longitude) is float
+            assert -90.0 <= m.latitude <= 90.0  # False for NaN; inf is out of range
+            assert -180.0 <= m.longitude <= 180.0
+        if m.altitude is not None:
+            assert type(m.altitude) is int
+            assert -INT64 <= m.altitude <= INT64
+        assert list(m.extra) == sorted(m.extra)
+        texts = [m.messenger_id, m.messenger_name, m.type, m.model_id, m.battery, m.content]
+        for text in [*texts, m.date_time, *(t for pair in m.extra for t in pair)]:
+            assert text is None or isinstance(text, str)
+            if text is not None:
+                text.encode("utf-8")  # no lone surrogate reaches the store or a notifier
+        usable = with_usable_time(m, RECEIVED)
+        assert EARLIEST_TIME <= usable.unix_time <= RECEIVED + LATEST_AHEAD
+
+
+def parse_or_feed_error(body: bytes, fmt: Any = None) -> FeedPage | FeedError:
+    try:
+        return parse_feed(body, fmt)
+    except FeedError as exc:  # any other exception fails the property
+        return exc
+
+
+# (a) any bytes ------------------------------------------------------------------
+
+FIXTURE_BODIES = [load(name) for name in PAYLOADS]
+FRAGMENTS = [
+    b"<",
+    b">",
+    b"</message>",
+    b"<message><id>1</id>",
+    b"{",
+    b"}",
+    b"[",
+    b'"',
+    b",",
+    b":",
+    b"null",
+    b'\\ud800"',
+    b"&amp;",
+    b"&#0;",
+    b"&#x10FFFF;",
+    b"<![CDATA[x]]>",
+    b"<!-- c -->",
+    b"\xef\xbb\xbf",
+    b"\x00",
+    b"\xff",
+    b"[" * 60,
+    b"{" * 60,
+    *(n.encode() for n in NUMBERISH),
+]
+
+
+@st.composite
+def mutated_fixture(draw: st.DrawFn) -> bytes:
+    """A recorded payload with a few cuts, insertions and overwrites."""
+    body = draw(st.sampled_from(FIXTURE_BODIES))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(body)))
+        chunk = draw(st.sampled_from(FRAGMENTS) | st.binary(max_size=6))
+        action = draw(st.sampled_from(["insert", "overwrite", "cut-after", "delete"]))
+        if action == "insert":
+            body = body[:at] + chunk + body[at:]
+        elif action == "overwrite":
+            body = body[:at] + chunk + body[at + len(chunk) :]
+        elif action == "cut-after":
+            body = body[:at]
+        else:
+            body = body[:at] + body[at + draw(st.integers(1, 40)) :]
+    return body
+
+
+ANY_BYTES = st.one_of(
+    st.binary(max_size=300),
+    st.builds(
+        lambda head, tail: head + tail,
+        st.sampled_from(
+            [b"<response>", b"<response><feedMessageResponse>", b'{"response":', b"\xef\xbb\xbf<"]
+        ),
+        st.binary(max_size=200),
+    ),
+    mutated_fixture(),
+)
+
+
+@PROPERTY
+@given(body=ANY_BYTES, fmt=st.sampled_from([None, "xml", "json"]))
+def test_property_any_bytes_give_a_page_or_a_feed_error(body: bytes, fmt: Any) -> None:
+    result = parse_or_feed_error(body, fmt)
+    if isinstance(result, FeedError):
+        assert not str(result).startswith("unparseable"), result  # the page net never fires
+    else:
+        check_page(result)
+
+
+# (b) JSON-shaped responses ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawJson:
+    """A literal written into the JSON text as is (json.dumps cannot write 1e999)."""
+
+    text: str
+
+
+def to_json(value: object) -> str:
+    if isinstance(value, RawJson):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{to_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(to_json(v) for v in value) + "]"
+    return json.dumps(value)  # ASCII: lone surrogates become \ud800 escapes
+
+
+#: Number literals as JSON text: some no json.dumps writes, some beyond int() or float.
+JSON_LITERALS = [
+    TEN_TO_308,
+    TEN_TO_309,
+    "-" + TEN_TO_309,
+    "9" * 5000,
+    "9" * 5000 + ".5",
+    "1e999",
+    "-1e999",
+    "1E+400",
+    "4.9e-324",
+    "NaN",
+    "-Infinity",
+    "-99999",
+    "-0",
+    "253402300800",
+    "1700000000123",
+    "1700000000.5",
+]
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),
+    st.text(max_size=20),
+    st.sampled_from(NUMBERISH),
+    st.builds(RawJson, st.sampled_from(JSON_LITERALS)),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def json_message(draw: st.DrawFn) -> object:
+    """A SPOT message with a few fields replaced, dropped or added; now and then not one."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(JSON_VALUES)
+    base: dict[str, object] = {
+        "id": draw(st.integers(0, INT64)),
+        "messengerId": "0-1",
+        "unixTime": 1_650_000_000,
+        "messageType": draw(st.sampled_from(["TRACK", "HELP", "OK"])),
+        "latitude": 46.5,
+        "longitude": 7.9,
+    }
+    dropped = draw(st.sets(st.sampled_from(sorted(base)), max_size=2))
+    changed = draw(
+        st.dictionaries(
+            st.sampled_from([*FIELD_NAMES, "@clientUnixTime"]) | st.text(max_size=6),
+            JSON_VALUES,
+            max_size=6,
+        )
+    )
+    return {k: v for k, v in base.items() if k not in dropped} | changed
+
+
+@PROPERTY
+@given(
+    others=st.lists(json_message(), max_size=5),
+    at=st.integers(0, 5),
+    header=st.dictionaries(
+        st.sampled_from(["count", "totalCount", "activityCount", "feed"]), JSON_VALUES
+    ),
+    errors=st.none() | JSON_VALUES,
+)
+def test_property_json_response_keeps_the_help(
+    others: list[object], at: int, header: dict[str, object], errors: object
+) -> None:
+    listed = [*others[:at], HELP_FIELDS, *others[at:]]
+    messages: object = listed[0] if len(listed) == 1 else listed  # the lone-object quirk
+    response: dict[str, object] = {
+        "feedMessageResponse": {**header, "messages": {"message": messages}}
+    }
+    if errors is not None:
+        response["errors"] = errors  # beside messages: messages win
+    page = parse_feed(to_json({"response": response}).encode())
+    check_page(page)
+    assert HELP_MESSAGE in page.messages
+    assert len(page.messages) + len(page.skipped) == len(listed)
+
+
+# (c) XML-shaped responses -------------------------------------------------------
+
+# Characters XML 1.0 allows (controls other than tab, LF and CR make the document invalid).
+XML_TEXT = st.text(
+    st.characters(min_codepoint=0x20, exclude_categories=["Cs"], exclude_characters="\ufffe\uffff")
+    | st.sampled_from("\t\n\r"),
+    max_size=20,
+)
+XML_VALUES = XML_TEXT | st.sampled_from(NUMBERISH)
+XML_NAMES = st.sampled_from(FIELD_NAMES) | st.from_regex(
+    r"[A-Za-z_][A-Za-z0-9_.-]{0,10}", fullmatch=True
+)
+
+
+@st.composite
+def xml_message(draw: st.DrawFn) -> str:
+    fields: dict[str, str] = {
+        "id": str(draw(st.integers(0, INT64))),
+        "messengerId": "0-1",
+        "unixTime": "1650000000",
+        "messageType": draw(st.sampled_from(["TRACK", "HELP", "OK"])),
+        "latitude": "46.5",
+        "longitude": "7.9",
+    }
+    for name in draw(st.sets(st.sampled_from(sorted(fields)), max_size=2)):
+        del fields[name]
+    fields |= draw(st.dictionaries(XML_NAMES, XML_VALUES, max_size=6))
+    attrs = draw(st.dictionaries(XML_NAMES, XML_VALUES, max_size=2))
+    head = "".join(f" {name}={quoteattr(value)}" for name, value in attrs.items())
+    children = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields.items())
+    return f"<message{head}>{children}</message>"
+
+
+def xml_help() -> str:
+    children = "".join(f"<{k}>{v}</{k}>" for k, v in HELP_FIELDS.items())
+    return f"<message>{children}</message>"
+
+
+@PROPERTY
+@given(
+    others=st.lists(xml_message(), max_size=5),
+    at=st.integers(0, 5),
+    header=st.dictionaries(st.sampled_from(["count", "totalCount", "activityCount"]), XML_VALUES),
+)
+def test_property_xml_response_keeps_the_help(
+    others: list[str], at: int, header: dict[str, str]
+) -> None:
+    listed = [*others[:at], xml_help(), *others[at:]]
+    head = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in header.items())
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><response><feedMessageResponse>'
+        f"{head}<messages>{''.join(listed)}</messages></feedMessageResponse></response>"
+    ).encode()
+    page = parse_feed(body)
+    check_page(page)
+    assert HELP_MESSAGE in page.messages
+    assert len(page.messages) + len(page.skipped) == len(listed)

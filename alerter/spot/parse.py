@@ -12,8 +12,20 @@ Quirks handled (see the fixtures in tests/fixtures/ for real examples):
   anything else, and anything that is not a SPOT response at all (HTML maintenance
   pages, truncated or garbage bodies), is `FeedUnavailable`.
 - -99999 latitude/longitude means "no GPS fix"; types stay open strings; a
-  missing `unixTime` is derived from `dateTime` (offset without a colon).
-- One malformed message is skipped with a reason; the rest of the page is kept.
+  missing `unixTime` is derived from `dateTime` (offset without a colon); a
+  fractional `unixTime` is floored; `dateTime` text is kept as sent, parsed or not.
+- Hostile values never sink a page: a coordinate that is not a finite number in
+  range (huge integers, 1e999, text) means "no GPS fix"; any other unusable optional
+  field is None; JSON integer literals too long to be data stay text (Python's int
+  guard would otherwise fail the whole document).
+- A message without a usable id, messengerId, messageType or time is skipped with a
+  reason naming its type; so is one that trips an unforeseen bug (the reason names the
+  exception). The rest of the page is kept. Anything unforeseen outside the messages
+  is a `FeedUnavailable`: callers only ever see the project's own errors.
+
+`with_usable_time` (called by the watcher before storing) replaces a message time that
+cannot be right (before 2007, or more than a day after reception) with the reception
+time, keeping the device's value in `extra` under `UNUSABLE_TIME`.
 """
 
 from __future__ import annotations
@@ -21,18 +33,27 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from alerter.errors import FeedConfigFault, FeedUnavailable
-from alerter.models import NO_POSITION, FeedPage, Message
+from alerter.errors import FeedConfigFault, FeedError, FeedUnavailable
+from alerter.models import NO_POSITION, UNUSABLE_TIME, FeedPage, Message
 
-__all__ = ["parse_feed", "parse_spot_datetime", "sniff_format"]
+__all__ = [
+    "EARLIEST_TIME",
+    "LATEST_AHEAD",
+    "MILLISECONDS_TIME",
+    "parse_feed",
+    "parse_spot_datetime",
+    "sniff_format",
+    "with_usable_time",
+]
 
 logger = logging.getLogger("alerter.spot.parse")
 
@@ -44,6 +65,11 @@ _MAX_INT64 = 2**63 - 1
 _NO_POSITION_INT = int(NO_POSITION)
 _NO_MESSAGES = "E-0195"
 _FEED_NOT_FOUND = "E-0160"
+# A JSON integer literal longer than this stays text: no field holds such a number, and
+# int() refuses literals over 4300 digits (ValueError), which would fail the whole page.
+_MAX_JSON_INT_CHARS = 40
+# An `extra` value that cannot be written as text.
+_UNREADABLE = "(unreadable)"
 
 # Fields mapped onto Message attributes; every other field goes to `extra`.
 _KNOWN_FIELDS = frozenset(
@@ -55,6 +81,8 @@ _KNOWN_FIELDS = frozenset(
 
 # A message field as decoded: XML gives text, JSON any scalar (or, oddly, a container).
 Raw = object
+# A message as the document holds it: a JSON value or an XML element.
+_R = TypeVar("_R")
 
 
 def sniff_format(body: bytes) -> Format | None:
@@ -83,6 +111,63 @@ def format_spot_datetime(t: float, offset: str = "+0000") -> str:
     return datetime.fromtimestamp(t, UTC).strftime(SPOT_DATE_FORMAT.replace("%z", offset))
 
 
+#: The earliest plausible message time, 2007-01-01T00:00:00Z. SPOT's first messenger
+#: reached users in November 2007; the start of that year leaves room for early units'
+#: clocks without letting a zeroed or 1970-based clock through.
+EARLIEST_TIME = 1_167_609_600
+
+#: How far a message time may lie ahead of its reception (seconds): a day covers any
+#: drift between the device's clock and ours; beyond it the time is wrong (year 10000,
+#: milliseconds sent as seconds).
+LATEST_AHEAD = 86_400
+
+#: The `extra` key under which a message keeps a `unixTime` that `with_usable_time`
+#: read as milliseconds (and divided by 1000).
+MILLISECONDS_TIME = "unixTimeMilliseconds"
+
+
+#: `extra` keys the service writes itself: a feed field of that name is dropped.
+_SERVICE_FIELDS = frozenset({UNUSABLE_TIME, MILLISECONDS_TIME})
+
+
+def with_usable_time(message: Message, received_at: float) -> Message:
+    """`message` with a time that can be right; pure.
+
+    A `unix_time` from EARLIEST_TIME to LATEST_AHEAD after `received_at` (POSIX seconds,
+    the service's clock) is kept: the message is returned unchanged. A 13-digit time that
+    is plausible once divided by 1000 was sent in milliseconds: it is converted (floored
+    to whole seconds) and the original kept in `extra` under MILLISECONDS_TIME, since the
+    device's time is then known after all. Any other time is replaced by `received_at`
+    and kept in `extra` under UNUSABLE_TIME, so alerts can say the device's time was
+    unusable. `extra` stays sorted; a key already there is replaced, not repeated.
+    """
+    if not math.isfinite(received_at):
+        return message  # no clock to judge by (never the case with a real clock)
+    latest = received_at + LATEST_AHEAD
+    sent = message.unix_time
+    if EARLIEST_TIME <= sent <= latest:
+        return message
+    if 10**12 <= sent < 10**13 and EARLIEST_TIME <= sent // 1000 <= latest:
+        return replace(
+            message,
+            unix_time=sent // 1000,
+            extra=_with_extra(message.extra, MILLISECONDS_TIME, str(sent)),
+        )
+    # The parser already kept the raw text of a time it could not read at all.
+    original = dict(message.extra).get(UNUSABLE_TIME, str(sent))
+    return replace(
+        message,
+        unix_time=int(received_at),
+        extra=_with_extra(message.extra, UNUSABLE_TIME, original),
+    )
+
+
+def _with_extra(
+    extra: tuple[tuple[str, str], ...], name: str, value: str
+) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted([*(item for item in extra if item[0] != name), (name, value)]))
+
+
 def parse_feed(body: bytes, fmt: Format | None = None) -> FeedPage:
     """Parse a SPOT message or latest response; raise FeedUnavailable or FeedConfigFault."""
     if body.startswith(_BOM):
@@ -100,9 +185,17 @@ def parse_feed(body: bytes, fmt: Format | None = None) -> FeedPage:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise FeedUnavailable(f"body is not UTF-8: {_excerpt(body)}") from None
-    if fmt == "json":
-        return _parse_json(text, body)
-    return _parse_xml(text, body)
+    try:
+        if fmt == "json":
+            return _parse_json(text, body)
+        return _parse_xml(text, body)
+    except FeedError:
+        raise
+    except Exception as exc:
+        # A bug, not the feed's fault; still a retryable "no usable data" for the caller,
+        # never a library exception (the body is not quoted: it may hold a password).
+        logger.exception("unforeseen error parsing a %s response", fmt)
+        raise FeedUnavailable(f"unparseable {fmt.upper()} response ({type(exc).__name__})") from exc
 
 
 # --- JSON -------------------------------------------------------------------
@@ -110,9 +203,9 @@ def parse_feed(body: bytes, fmt: Format | None = None) -> FeedPage:
 
 def _parse_json(text: str, body: bytes) -> FeedPage:
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError and over-long integer literals.
+        # ValueError is JSONDecodeError; RecursionError is nesting too deep.
         raise FeedUnavailable(f"truncated or invalid JSON: {_excerpt(body)}") from exc
     response = doc.get("response") if isinstance(doc, dict) else None
     if not isinstance(response, dict):
@@ -143,8 +236,14 @@ def _parse_json(text: str, body: bytes) -> FeedPage:
     elif isinstance(messages, list):
         raws = messages
 
-    records = (_json_record(raw) for raw in raws)
-    return _build_page(records, feed_id, feed_name, _to_int(feed_response.get("totalCount")))
+    return _build_page(
+        raws, _json_record, feed_id, feed_name, _to_int(feed_response.get("totalCount"))
+    )
+
+
+def _json_int(literal: str) -> int | str:
+    """A JSON integer literal as an int, or as text when it is too long to be data."""
+    return int(literal) if len(literal) <= _MAX_JSON_INT_CHARS else literal
 
 
 def _json_errors(errors: Raw) -> Iterable[tuple[str | None, str]]:
@@ -197,8 +296,9 @@ def _parse_xml(text: str, body: bytes) -> FeedPage:
     if messages is not None:
         elements = messages.findall("message")
 
-    records = (_xml_record(element) for element in elements)
-    return _build_page(records, feed_id, feed_name, _to_int(feed_response.findtext("totalCount")))
+    return _build_page(
+        elements, _xml_record, feed_id, feed_name, _to_int(feed_response.findtext("totalCount"))
+    )
 
 
 def _xml_errors(errors: Element) -> list[tuple[str | None, str]]:
@@ -242,15 +342,25 @@ def _warn_errors_beside_messages(errors: Iterable[tuple[str | None, str]]) -> No
 
 
 def _build_page(
-    records: Iterable[dict[str, Raw] | None],
+    raws: Iterable[_R],
+    to_record: Callable[[_R], dict[str, Raw] | None],
     feed_id: str | None,
     feed_name: str | None,
     total_count: int | None,
 ) -> FeedPage:
     messages: list[Message] = []
     skipped: list[str] = []
-    for record in records:
-        result = _to_message(record)
+    for raw in raws:
+        record: dict[str, Raw] | None = None
+        try:
+            record = to_record(raw)
+            result = _to_message(record)
+        except Exception as exc:
+            # An unforeseen bug costs this message, never the page (which may hold a HELP).
+            result = _crash_reason(record, exc)
+            logger.warning("%s", result, exc_info=True)
+            skipped.append(result)
+            continue
         if isinstance(result, Message):
             messages.append(result)
         else:
@@ -277,18 +387,19 @@ def _to_message(record: Mapping[str, Raw] | None) -> Message | str:
     type_text = _text(record.get("messageType"))
     message_type = type_text.upper() if type_text else None
     date_time = _text(record.get("dateTime"))
-    unix_time = _to_int(record.get("unixTime"))
+    unix_time = _to_time(record.get("unixTime"))
     if (unix_time is None or unix_time <= 0) and date_time is not None:
         unix_time = _derive_time(date_time)
 
-    if (
-        message_id is None
-        or messenger_id is None
-        or message_type is None
-        or unix_time is None
-        or unix_time <= 0
-    ):
-        return _skip_reason(raw_id, message_id, messenger_id, message_type, unix_time)
+    if message_id is None or messenger_id is None or message_type is None:
+        return _skip_reason(raw_id, message_id, messenger_id, message_type)
+    # A HELP with an unusable time is still a HELP: kept with time 0 and the text it
+    # came with; `with_usable_time` dates it when it reaches the service.
+    unreadable_time: tuple[tuple[str, str], ...] = ()
+    if unix_time is None or unix_time <= 0:
+        sent = record.get("unixTime")
+        text = _extra_text(sent) if sent is not None else (date_time or "missing")
+        unix_time, unreadable_time = 0, ((UNUSABLE_TIME, text),)
 
     latitude = _to_float(record.get("latitude"))
     longitude = _to_float(record.get("longitude"))
@@ -317,9 +428,15 @@ def _to_message(record: Mapping[str, Raw] | None) -> Message | str:
         date_time=date_time,
         extra=tuple(
             sorted(
-                (name, _extra_text(value))
-                for name, value in record.items()
-                if name not in _KNOWN_FIELDS
+                [
+                    *(
+                        (_valid_unicode(name), _extra_text(value))
+                        for name, value in record.items()
+                        # A feed field may not pose as what the service itself records.
+                        if name not in _KNOWN_FIELDS and name not in _SERVICE_FIELDS
+                    ),
+                    *unreadable_time,
+                ]
             )
         ),
     )
@@ -330,7 +447,6 @@ def _skip_reason(
     message_id: int | None,
     messenger_id: str | None,
     message_type: str | None,
-    unix_time: int | None,
 ) -> str:
     problems: list[str] = []
     if message_id is None:
@@ -339,12 +455,24 @@ def _skip_reason(
         problems.append("no messengerId")
     if message_type is None:
         problems.append("no messageType")
-    if unix_time is None or unix_time <= 0:
-        problems.append("no usable unixTime or dateTime")
     label = "?" if message_id is None else str(message_id)
     # The type tells the reader whether a lost HELP is at stake.
     kind = f" (type {_clip(message_type)})" if message_type else ""
     return f"message {label}: {', '.join(problems)}{kind}"
+
+
+def _crash_reason(record: Mapping[str, Raw] | None, exc: Exception) -> str:
+    """The skip reason for a message whose conversion raised: id and type when readable."""
+    label, kind = "?", ""
+    try:
+        if record is not None:
+            message_id = _to_int(record.get("id"))
+            label = "?" if message_id is None or message_id < 0 else str(message_id)
+            type_text = _text(record.get("messageType"))
+            kind = f" (type {_clip(type_text.upper())})" if type_text else ""
+    except Exception:  # noqa: S110 - the reason stays generic; the message is skipped anyway
+        pass
+    return f"message {label}: unreadable ({type(exc).__name__}){kind}"
 
 
 def _derive_time(date_time: str) -> int | None:
@@ -388,18 +516,28 @@ def _to_int(value: Raw) -> int | None:
     return number if number is not None and -_MAX_INT64 <= number <= _MAX_INT64 else None
 
 
+def _to_time(value: Raw) -> int | None:
+    """`unixTime`: a 64-bit integer, or a finite number floored to whole seconds."""
+    number = _to_int(value)
+    if number is None:
+        real = _to_float(value)
+        if real is not None and abs(real) <= _MAX_INT64:
+            number = math.floor(real)
+    return number
+
+
 def _to_float(value: Raw) -> float | None:
     """A finite float field; None when it is missing or not a number."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str) and value and len(value) <= 40:
-        try:
-            number = float(value)
-        except ValueError:
+    try:
+        if isinstance(value, int | float):
+            number = float(value)  # OverflowError for an int beyond the float range
+        elif isinstance(value, str) and value and len(value) <= 40:
+            number = float(value)  # ValueError for text that is not a number
+        else:
             return None
-    else:
+    except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 
@@ -410,7 +548,13 @@ def _extra_text(value: Raw) -> str:
     if isinstance(value, str):
         return _valid_unicode(value).strip()
     if isinstance(value, bool | dict | list):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        except (RecursionError, ValueError):
+            # Nested about as deep as json.loads allows: not worth the message it is in.
+            return _UNREADABLE
+        # Nested JSON may hold lone surrogates too (in keys or values).
+        return _valid_unicode(text)
     return str(value)
 
 
