@@ -25,15 +25,24 @@ class Config:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """What could be read of each part, and every problem found."""
+    """What could be read of each part, every problem found, and what is only odd.
+
+    `warnings` (a type SPOT is not known to send, ...) stop nothing: `check` prints them
+    and still succeeds; `run` starts with them (the RuleSet carries them too).
+    """
 
     targets: Targets | None
     rules: RuleSet | None
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def read_config(settings: Settings) -> Reading:
-    """Read the Apprise config and the rules (whose tags must exist); collect problems."""
+    """Read the Apprise config and the rules (whose tags must exist); collect problems.
+
+    The rules are checked against the poll interval: no `repeat`, `updates`, escalation
+    or silence may be shorter than the time the service needs to see anything new.
+    """
     problems: list[Problem] = []
     targets: Targets | None = None
     rules: RuleSet | None = None
@@ -43,13 +52,15 @@ def read_config(settings: Settings) -> Reading:
         problems.extend(exc.problems)
     known_tags = targets.tags() if targets is not None and targets.targets else None
     try:
-        rules = load_rules(settings.rules, known_tags=known_tags)
+        rules = load_rules(
+            settings.rules, known_tags=known_tags, min_interval=settings.poll_interval
+        )
     except ConfigError as exc:
         problems.extend(exc.problems)
     else:
         if not rules.rules:
             problems.append(Problem(str(settings.rules), None, "no rules: nobody would be alerted"))
-    return Reading(targets, rules, problems)
+    return Reading(targets, rules, problems, list(rules.warnings) if rules is not None else [])
 
 
 def load_config(settings: Settings) -> Config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def settings_with(tmp_path: Path, apprise: str, rules: str) -> Settings:
+def settings_with(tmp_path: Path, apprise: str, rules: str, **overrides: Any) -> Settings:
     (tmp_path / "apprise.txt").write_text(apprise, encoding="utf-8")
     (tmp_path / "rules.yml").write_text(textwrap.dedent(rules).lstrip("\n"), encoding="utf-8")
     return load_settings(
@@ -45,6 +46,7 @@ def settings_with(tmp_path: Path, apprise: str, rules: str) -> Settings:
         state_dir=tmp_path / "state",
         rules=tmp_path / "rules.yml",
         apprise_config=tmp_path / "apprise.txt",
+        **overrides,
     )
 
 
@@ -135,3 +137,69 @@ def test_load_config_gives_rules_and_targets(tmp_path: Path) -> None:
 
     assert [r.name for r in cfg.rules.rules] == ["help"]
     assert [sorted(t.tags) for t in cfg.targets.targets] == [["rescue"], ["admin"]]
+
+
+TOO_OFTEN = GOOD_RULES + "        repeat: 2m\n        updates: 30s\n"  # lines 5 and 6
+LOCAL_SPOT = "http://127.0.0.1:9/feed"  # off SPOT's host, the poll interval may be shorter
+REMIND = "it would remind faster than the service can see anything"
+UPDATE = "it would send updates faster than the service can see anything"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        pytest.param(
+            {},
+            [
+                f"rules.yml:5: rules[0] 'help': repeat: 2m is below the poll interval (150s): "
+                f"{REMIND}",
+                f"rules.yml:6: rules[0] 'help': updates: 30s is below the poll interval (150s): "
+                f"{UPDATE}",
+            ],
+            id="spots-interval",
+        ),
+        pytest.param(
+            {"spot_base_url": LOCAL_SPOT, "poll_interval": "5m"},
+            [
+                f"rules.yml:5: rules[0] 'help': repeat: 2m is below the poll interval (300s): "
+                f"{REMIND}",
+                f"rules.yml:6: rules[0] 'help': updates: 30s is below the poll interval (300s): "
+                f"{UPDATE}",
+            ],
+            id="a-longer-interval",
+        ),
+        pytest.param(
+            {"spot_base_url": LOCAL_SPOT, "poll_interval": "1m"},
+            [
+                f"rules.yml:6: rules[0] 'help': updates: 30s is below the poll interval (60s): "
+                f"{UPDATE}"
+            ],
+            id="a-shorter-interval",
+        ),
+    ],
+)
+def test_read_config_checks_the_rules_against_the_poll_interval(
+    tmp_path: Path, overrides: dict[str, Any], expected: list[str]
+) -> None:
+    reading = read_config(settings_with(tmp_path, GOOD_APPRISE, TOO_OFTEN, **overrides))
+
+    assert [str(p).removeprefix(f"{tmp_path}/") for p in reading.problems] == expected
+    assert reading.rules is None
+
+
+def test_read_config_carries_the_rules_warnings_and_load_config_starts_with_them(
+    tmp_path: Path,
+) -> None:
+    settings = settings_with(tmp_path, GOOD_APPRISE, GOOD_RULES.replace("[HELP]", "[HELP, SOS]"))
+
+    reading = read_config(settings)
+
+    assert reading.problems == []
+    assert [str(w).removeprefix(f"{tmp_path}/") for w in reading.warnings] == [
+        "rules.yml:3: rules[0] 'help': when.type[1]: 'SOS' is not a message type SPOT is known "
+        "to send: fine if SPOT adds it, but check the spelling (and `type: unknown` no longer "
+        "catches it)"
+    ]
+    assert reading.rules is not None
+    assert list(reading.rules.warnings) == reading.warnings
+    assert load_config(settings).rules.warnings == tuple(reading.warnings)

@@ -7,7 +7,10 @@ know their lines) and constructed with the SafeConstructor, so values mean exact
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Collection, Iterable, Sequence
@@ -18,11 +21,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.constructor import SafeConstructor
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from alerter.errors import ConfigError, Problem
-from alerter.rules.schema import Rule, RuleSet
+from alerter.models import KNOWN_TYPES, Severity
+from alerter.rules.schema import MIN_INTERVAL, Rule, RuleSet
 
 __all__ = ["load_rules"]
 
@@ -31,6 +36,15 @@ _SUFFIXES = (".yml", ".yaml")
 _NULL_TAG = "tag:yaml.org,2002:null"
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
+#: The largest rule file read (bytes): about 1400 rules, read in about a second. A bigger
+#: file is a mistake (a log, an export) and would hold the service up at every reload.
+MAX_FILE_BYTES = 256 * 1024
+#: The deepest nesting read: a rule needs 6 levels; 1000 would exhaust Python's stack.
+MAX_DEPTH = 50
+#: The most faults explained in one rule (each one is looked up in the YAML, so 8000
+#: unknown keys in one rule would take a minute); the rest are counted.
+MAX_RULE_FAULTS = 50
 
 # What a value should look like, by key path (`*` for a list index); used when pydantic's
 # own wording ("Input should be a valid tuple") would mean nothing to an admin.
@@ -86,14 +100,27 @@ class _Problems:
         return [p for *_, p in sorted(self._items, key=lambda item: item[:3])]
 
 
-def load_rules(path: Path, known_tags: Collection[str] | None = None) -> RuleSet:
-    """Load a rule file or a folder of them; ConfigError lists every problem found."""
+def load_rules(
+    path: Path, known_tags: Collection[str] | None = None, *, min_interval: float = 0.0
+) -> RuleSet:
+    """Load a rule file or a folder of them; ConfigError lists every problem found.
+
+    `min_interval` is the poll interval: `repeat`, `updates`, each `escalate` step's
+    `after` and `silent_for` (and its `at_least`) may not be shorter, nor ever below 1 s.
+    What is odd but not wrong (a type SPOT is not known to send) comes back in the
+    RuleSet's `warnings`. ConfigError is the only exception bad input raises.
+    """
     problems = _Problems()
-    files = _rule_files(path, problems)
+    warnings = _Problems()
     entries: list[_Entry] = []
-    for order, file in enumerate(files):
-        entries.extend(_load_file(file, order, problems))
-    _check_across(entries, known_tags, problems)
+    for order, file in _rule_files(path, problems):
+        try:
+            entries.extend(_load_file(file, order, problems, min_interval))
+        except Exception as exc:  # a safety net: never a traceback, whatever the file holds
+            text = f"{type(exc).__name__}: {exc}"
+            text = text if len(text) <= 200 else text[:197] + "..."
+            problems.add(order, str(file), None, f"cannot be read as rules ({text})")
+    _check_across(entries, known_tags, problems, warnings)
     if problems:
         raise ConfigError(problems.sorted())
     rules: list[Rule] = []
@@ -102,25 +129,69 @@ def load_rules(path: Path, known_tags: Collection[str] | None = None) -> RuleSet
         assert entry.rule is not None  # every invalid rule added a problem
         rules.append(entry.rule)
         origins[entry.rule.name] = f"{entry.source}:{_line(entry.node)}"
-    return RuleSet(rules=tuple(rules), origins=origins)
+    return RuleSet(rules=tuple(rules), origins=origins, warnings=tuple(warnings.sorted()))
 
 
-def _rule_files(path: Path, problems: _Problems) -> list[Path]:
-    if path.is_dir():
-        files = sorted(
-            (p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES and p.is_file()),
-            key=lambda p: p.name,
-        )
-        if not files:
-            problems.add(-1, str(path), None, "no rule files (*.yml or *.yaml) in this folder")
-        return files
-    if not path.exists():
-        problems.add(-1, str(path), None, "no such rule file or folder")
+def _rule_files(path: Path, problems: _Problems) -> list[tuple[int, Path]]:
+    """The rule files to read with their order; every other rule-like entry is a problem."""
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        is_dir = False
+    if not is_dir:
+        why = _not_a_file(path)
+        if why is not None:
+            problems.add(-1, str(path), None, why)
+            return []
+        return [(0, path)]
+    try:
+        names = sorted(e.name for e in os.scandir(path))
+    except OSError as exc:
+        problems.add(-1, str(path), None, f"cannot list the folder: {exc.strerror or exc}")
         return []
-    return [path]
+    # Hidden entries are editors' lock and swap files (`.#help.yml`), not rules.
+    entries = [
+        path / n for n in names if Path(n).suffix.lower() in _SUFFIXES and not n.startswith(".")
+    ]
+    if not entries:
+        problems.add(-1, str(path), None, "no rule files (*.yml or *.yaml) in this folder")
+    files: list[tuple[int, Path]] = []
+    for order, entry in enumerate(entries):
+        why = _not_a_file(entry)
+        if why is None:
+            files.append((order, entry))
+        else:  # never skipped in silence: its rules would be missing without a word
+            problems.add(order, str(entry), None, why)
+    return files
 
 
-def _load_file(file: Path, order: int, problems: _Problems) -> list[_Entry]:
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` is no regular file to read rules from, or None when it is one."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that leads back to itself (a loop); fix or remove it"
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"a broken symbolic link (to {target}, which does not exist); fix or remove it"
+        if exc.errno == errno.ENOENT:
+            return "no such rule file or folder"
+        return f"cannot read it: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
+        return (
+            "a folder, not a rule file: rules are read only from the *.yml and *.yaml files "
+            "directly in the rules folder; rename or move it"
+        )
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a pipe, socket or device); a rule file is a plain file"
+    return None
+
+
+def _load_file(file: Path, order: int, problems: _Problems, min_interval: float) -> list[_Entry]:
     source = str(file)
 
     def report(line: int | None, message: str) -> None:
@@ -134,6 +205,11 @@ def _load_file(file: Path, order: int, problems: _Problems) -> list[_Entry]:
         data = SafeConstructor().construct_document(root)
     except yaml.MarkedYAMLError as exc:  # e.g. an unhashable key or a `!!python/...` tag
         report(_mark_line(exc), f"invalid YAML: {_yaml_message(exc)}")
+        return []
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # A scalar Python cannot hold: an int over its 4300-digit limit, a 13th month.
+        node, error = _unconstructable(root) or (root, exc)
+        report(_line(node), _unconstructable_message(node, error))
         return []
     if not isinstance(root, MappingNode) or not isinstance(data, dict):
         report(
@@ -159,32 +235,92 @@ def _load_file(file: Path, order: int, problems: _Problems) -> list[_Entry]:
         )
         return []
     pairs = zip(rules_node.value, data["rules"], strict=True)
+    context = {MIN_INTERVAL: min_interval}
     return [
-        _load_rule(source, order, index, node=node, data=value, report=report)
+        _load_rule(source, order, index, node=node, data=value, report=report, context=context)
         for index, (node, value) in enumerate(pairs)
     ]
 
 
-def _compose(file: Path, report: _Report) -> Node | None:
-    """The file's YAML node tree, or None after reporting why there is none."""
+def _read(file: Path, report: _Report) -> bytes | None:
+    """The file's bytes, at most MAX_FILE_BYTES; never blocks on a pipe."""
     try:
-        raw = file.read_bytes()
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         report(None, f"cannot read the file: {exc.strerror or exc}")
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                report(None, "not a regular file (a pipe, socket or device)")
+                return None
+            raw = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            report(None, f"cannot read the file: {exc.strerror or exc}")
+            return None
+    if len(raw) > MAX_FILE_BYTES:
+        report(
+            None,
+            f"larger than {MAX_FILE_BYTES // 1024} KiB, the most a rule file may be "
+            "(is it the right file?)",
+        )
+        return None
+    return raw
+
+
+class _TooDeep(Exception):  # an internal signal: never leaves the loader
+    def __init__(self, mark: Mark | None) -> None:
+        super().__init__("nested too deeply")
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """The SafeLoader, refusing nesting deeper than MAX_DEPTH (its composer recurses)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                self.check_event()  # makes the node's first event the current one
+                event = self.current_event
+                raise _TooDeep(event.start_mark if event is not None else self.get_mark())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(file: Path, report: _Report) -> Node | None:
+    """The file's YAML node tree, or None after reporting why there is none."""
+    raw = _read(file, report)
+    if raw is None:
         return None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         report(raw[: exc.start].count(b"\n") + 1, "not UTF-8 text; save the file as UTF-8")
         return None
+    loader: _Loader | None = None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _Loader(text)  # already reads: it refuses a NUL or other control character
+        root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         report(_mark_line(exc), f"invalid YAML: {_yaml_message(exc)}")
         return None
     except ReaderError as exc:
         report(text[: exc.position].count("\n") + 1, f"invalid YAML: {exc.reason}")
         return None
+    except (_TooDeep, RecursionError) as exc:
+        mark = exc.mark if isinstance(exc, _TooDeep) else loader and loader.get_mark()
+        report(
+            mark.line + 1 if mark is not None else None,
+            f"nested more than {MAX_DEPTH} levels deep; a rule needs no more than 6",
+        )
+        return None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
         report(1, "the file is empty: it needs a `rules:` list")
         return None
@@ -196,7 +332,14 @@ class _Report(typing.Protocol):
 
 
 def _load_rule(
-    source: str, order: int, index: int, *, node: Node, data: object, report: _Report
+    source: str,
+    order: int,
+    index: int,
+    *,
+    node: Node,
+    data: object,
+    report: _Report,
+    context: dict[str, float],
 ) -> _Entry:
     name = data.get("name") if isinstance(data, dict) else None
     label = f"rules[{index}] {name!r}" if isinstance(name, str) and name else f"rules[{index}]"
@@ -208,10 +351,19 @@ def _load_rule(
         )
         return _Entry(source, order, index, node, label, None)
     try:
-        rule = Rule.model_validate(data)
+        rule = Rule.model_validate(data, context=context)
     except ValidationError as exc:
         for line, message in _explain(exc, node):
             report(line, f"{label}: {message}")
+        if exc.error_count() > MAX_RULE_FAULTS:
+            report(
+                _line(node),
+                f"{label}: {exc.error_count() - MAX_RULE_FAULTS} more faults in this rule "
+                f"(only the first {MAX_RULE_FAULTS} are shown)",
+            )
+        return _Entry(source, order, index, node, label, None)
+    except (ValueError, ArithmeticError, RecursionError) as exc:  # a validator's own failure
+        report(_line(node), f"{label}: cannot be checked ({type(exc).__name__}: {exc})")
         return _Entry(source, order, index, node, label, None)
     return _Entry(source, order, index, node, label, rule)
 
@@ -234,7 +386,7 @@ class _Error:
 def _explain(exc: ValidationError, node: Node) -> list[tuple[int, str]]:
     """One (line, message) per fault in a rule, union branches folded into one verdict."""
     errors: list[_Error] = []
-    for detail in exc.errors(include_url=False, include_input=False):
+    for detail in exc.errors(include_url=False, include_input=False)[:MAX_RULE_FAULTS]:
         ctx = detail.get("ctx") or {}
         errors.append(_split(detail["loc"], node, detail["type"], detail["msg"], ctx))
     out: list[tuple[int, str]] = []
@@ -258,6 +410,8 @@ def _split(
     for i, element in enumerate(loc):
         if branch is not None:
             depth += 1
+        if isinstance(element, int) and isinstance(current, ScalarNode):
+            continue  # one value written alone, which the schema made a list of one
         child = _step(current, element)
         last = i == len(loc) - 1
         if child is not None or (last and type_ == "missing"):
@@ -367,13 +521,19 @@ def _models_in(annotation: object) -> list[type[BaseModel]]:
 
 
 def _check_across(
-    entries: list[_Entry], known_tags: Collection[str] | None, problems: _Problems
+    entries: list[_Entry],
+    known_tags: Collection[str] | None,
+    problems: _Problems,
+    warnings: _Problems,
 ) -> None:
     def report(entry: _Entry, path: tuple[str | int, ...], message: str) -> None:
         line, _ = _locate(entry.node, path)
         problems.add(entry.order, entry.source, line, f"{entry.label}: {_at(path[:1], message)}")
 
     valid = [e for e in entries if e.rule is not None]
+    for entry in valid:
+        _check_reaches_someone(entry, problems)
+        _warn_unlisted_types(entry, warnings)
     by_name: dict[str, _Entry] = {}
     for entry in valid:
         assert entry.rule is not None
@@ -387,6 +547,7 @@ def _check_across(
             )
     # A rule that failed validation still exists for the admin: do not call it missing.
     written = {name for e in entries if isinstance(name := _scalar(_child(e.node, "name")[1]), str)}
+    listed = sorted(written)
     for entry in valid:
         assert entry.rule is not None
         for i, target in enumerate(entry.rule.resolves or ()):
@@ -394,7 +555,9 @@ def _check_across(
             if target == entry.rule.name:
                 message = "a rule cannot resolve itself"
             elif target not in written:
-                names = ", ".join(sorted(written - {entry.rule.name})) or "none"
+                others = [n for n in listed[:11] if n != entry.rule.name][:10]
+                more = len(written - {entry.rule.name}) - len(others)
+                names = ", ".join(others) + (f" and {more} more" if more else "") or "none"
                 message = f"no rule is named {target!r} (rules: {names})"
             elif other is not None and other.rule is not None and other.rule.resolves:
                 message = f"{target!r} itself has `resolves`, so it opens no incident to resolve"
@@ -423,6 +586,49 @@ def _check_across(
                         f"{entry.label}: {_format_path(prefix)}: tag {tag!r} is not carried "
                         f"by any Apprise URL (known: {known})",
                     )
+
+
+def _check_reaches_someone(entry: _Entry, problems: _Problems) -> None:
+    """A critical incident that notifies nobody would be recorded and never told."""
+    rule = entry.rule
+    assert rule is not None
+    if rule.severity is not Severity.CRITICAL or not rule.opens_incidents:
+        return
+    if rule.notify or rule.escalate:
+        return
+    path = ("notify",) if _child(entry.node, "notify")[0] is not None else ("severity",)
+    line, _ = _locate(entry.node, path)
+    problems.add(
+        entry.order,
+        entry.source,
+        line,
+        f"{entry.label}: {_at(path, 'a critical rule must notify someone')}: list a tag in "
+        "`notify` (or add an `escalate` step)",
+    )
+
+
+def _warn_unlisted_types(entry: _Entry, warnings: _Problems) -> None:
+    """A type SPOT is not known to send: maybe one it adds later, maybe a mistake."""
+    rule = entry.rule
+    assert rule is not None
+    _, when = _child(entry.node, "when")
+    named = (("type", rule.when.types), ("tracking", rule.when.tracking or ()))
+    for key, values in named:
+        _, written = _child(when, key) if when is not None else (None, None)
+        as_list = isinstance(written, SequenceNode)
+        for i, value in enumerate(values):
+            if value in KNOWN_TYPES:
+                continue
+            path: tuple[str | int, ...] = ("when", key, i) if as_list else ("when", key)
+            line, _ = _locate(entry.node, path)
+            warnings.add(
+                entry.order,
+                entry.source,
+                line,
+                f"{entry.label}: {_format_path(path)}: {value!r} is not a message type SPOT "
+                "is known to send: fine if SPOT adds it, but check the spelling "
+                "(and `type: unknown` no longer catches it)",
+            )
 
 
 def _escalation_tags(entry: _Entry) -> list[tuple[tuple[str | int, ...], tuple[str, ...]]]:
@@ -534,6 +740,37 @@ def _locate_key(node: Node, path: Sequence[str | int]) -> tuple[int, Node | None
     return line, None
 
 
+def _unconstructable(root: Node) -> tuple[Node, Exception] | None:
+    """The first scalar (in document order) that Python cannot construct, and why."""
+    stack: list[Node] = [root]
+    visited: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, ScalarNode):
+            try:
+                SafeConstructor().construct_object(node)
+            except (ValueError, OverflowError, yaml.YAMLError) as exc:
+                return node, exc
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, MappingNode):
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    return None
+
+
+def _unconstructable_message(node: Node, exc: BaseException) -> str:
+    if isinstance(node, ScalarNode) and node.tag == _INT_TAG:
+        digits = sum(c.isdigit() for c in str(node.value))
+        return f"a number with {digits} digits is too long to read"
+    if isinstance(node, ScalarNode):
+        kind = str(node.tag).rsplit(":", 1)[-1]
+        return f"cannot read {_describe(node)} as a {kind}: {exc}"
+    return f"cannot read the file's values: {type(exc).__name__}"
+
+
 def _scalar(node: Node | None) -> object:
     """The value YAML gives a scalar node (`off` is False, `90` is 90); None otherwise."""
     if not isinstance(node, ScalarNode):
@@ -546,6 +783,8 @@ def _scalar(node: Node | None) -> object:
 
 
 def _key_of(node: Node) -> object:
+    if isinstance(node, ScalarNode) and node.tag == _STR_TAG:
+        return node.value  # the common case, without building a constructor
     return _scalar(node) if isinstance(node, ScalarNode) else id(node)
 
 

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
+import unicodedata
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from alerter.durations import parse_duration
+from alerter.errors import Problem
 from alerter.models import KNOWN_TYPES, Severity, Subject
 
 #: What a stale-track rule counts as "tracking" unless it says otherwise.
@@ -26,24 +31,129 @@ _TAG = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _duration(v: Any) -> float:
-    return parse_duration(v)
+#: The validation context key for the shortest interval a rule may use (the poll interval):
+#: `Rule.model_validate(data, context={MIN_INTERVAL: seconds})`. Without it, nothing is
+#: checked against a minimum (engine tests build rules directly); 0 means the 1 s floor.
+MIN_INTERVAL = "min_interval"
+#: The minimum when no poll interval is known: a duration is never 0.
+FLOOR = 1.0
+#: How alike a misspelt type and a SPOT type are (difflib's ratio) to be called a typo.
+#: At 0.75 `HLEP` (0.75) and `HELP-CANCLE` (0.91) are caught; names like `CANCEL` (0.71),
+#: `START` (0.73) or `ULTRA-TRACK` (0.69) are left to the loader's warning instead.
+TYPO_CUTOFF = 0.75
+
+# Why a duration below the poll interval cannot work, by field.
+_TOO_SOON = {
+    "repeat": "it would remind faster than the service can see anything",
+    "updates": "it would send updates faster than the service can see anything",
+    "after": "it would escalate before the service can see a cancel; to tell these tags "
+    "at once, add them to `notify`",
+    "silent_for": "a device would count as silent before the service has polled it again",
+    "at_least": "a device would count as silent before the service has polled it again",
+}
+_BARE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
-def _duration_or_off(v: Any) -> float | None:
+def _got(v: Any) -> str:
+    """A value for a message, short: a 400-digit number is not repeated in full."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**30:
+        return f"a number with {len(str(abs(v)))} digits"
+    text = repr(v)
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
+
+
+def _seconds(v: Any) -> float:
+    try:
+        return parse_duration(v)
+    except (ValueError, OverflowError) as exc:  # OverflowError: an int too large for a float
+        if isinstance(exc, ValueError) and len(repr(v)) <= 40:
+            raise
+        raise ValueError(f"expected a duration like 90s, 15m or 2h, got {_got(v)}") from None
+
+
+def _interval(v: Any, info: ValidationInfo) -> float:
+    """A duration, at least the poll interval when the context gives one."""
+    seconds = _seconds(v)
+    context = info.context if isinstance(info.context, dict) else {}
+    if MIN_INTERVAL not in context:
+        return seconds
+    given = float(context[MIN_INTERVAL])
+    minimum = given if given > 0 else FLOOR
+    if seconds >= minimum:
+        return seconds
+    written = str(v).strip()
+    if _BARE_NUMBER.fullmatch(written):
+        written += "s"
+    floor = f"the poll interval ({minimum:g}s)" if given > 0 else f"the minimum ({minimum:g}s)"
+    why = _TOO_SOON.get(info.field_name or "", "the service cannot see anything sooner")
+    raise ValueError(f"{written} is below {floor}: {why}")
+
+
+def _interval_or_off(v: Any, info: ValidationInfo) -> float | None:
     # YAML 1.1 reads a bare `off` as False; accept that, "off", "none" and null alike.
     if v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("off", "none")):
         return None
-    return parse_duration(v)
+    return _interval(v, info)
+
+
+def type_error(message_type: str) -> str | None:
+    """Why `message_type` must be a mistake (empty, invisible characters, a typo), or None.
+
+    A type SPOT is not known to send but that is no near miss is no error: SPOT may add
+    it later (the loader warns about it instead).
+    """
+    if message_type in KNOWN_TYPES:
+        return None
+    if not message_type:
+        return "a message type cannot be empty"
+    odd = [c for c in message_type if c.isspace() or not c.isprintable()]
+    if odd:
+        cleaned = "".join(c for c in message_type if c not in odd)
+        guess = cleaned if cleaned in KNOWN_TYPES else _near_miss(cleaned)
+        return f"{message_type!r} contains {_character(odd[0])}, which no message type has" + (
+            f"; did you mean {guess}?" if guess else ""
+        )
+    guess = _near_miss(message_type)
+    if guess is not None:
+        return f"{message_type!r} is not a SPOT message type; did you mean {guess}?"
+    return None
+
+
+def _near_miss(message_type: str) -> str | None:
+    close = difflib.get_close_matches(message_type, sorted(KNOWN_TYPES), n=1, cutoff=TYPO_CUTOFF)
+    return close[0] if close else None
+
+
+def _character(c: str) -> str:
+    name = unicodedata.name(c, "")
+    return f"U+{ord(c):04X} ({name or 'a control character'})"
+
+
+def _spot_type(v: str) -> str:
+    problem = type_error(v)
+    if problem is not None:
+        raise ValueError(problem)
+    return v
+
+
+def _type_name(v: Any) -> Any:
+    # Plain spaces around a type are trimmed; any other blank or invisible character stays
+    # for `type_error` to name.
+    return v.strip(" ").upper() if isinstance(v, str) else v
 
 
 def _str_list(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
-OptionalDuration = Annotated[float | None, BeforeValidator(_duration_or_off)]
+#: A duration of at least the poll interval (see MIN_INTERVAL); `off` where optional.
+Interval = Annotated[float, BeforeValidator(_interval)]
+OptionalInterval = Annotated[float | None, BeforeValidator(_interval_or_off)]
 StrList = Annotated[tuple[str, ...], BeforeValidator(_str_list)]
+#: Message types: each one a SPOT type or at least no typo of one (see `type_error`).
+TypeList = Annotated[
+    tuple[Annotated[str, AfterValidator(_spot_type)], ...], BeforeValidator(_str_list)
+]
 
 
 class Trigger(StrEnum):
@@ -62,19 +172,19 @@ class _Strict(BaseModel):
 class SilentFor(_Strict):
     """Silence judged against the device's own rhythm."""
 
-    times_usual_gap: float = Field(gt=0)
-    at_least: Duration = 0.0
+    times_usual_gap: float = Field(gt=0, allow_inf_nan=False)
+    at_least: Interval = 0.0
 
 
 class When(_Strict):
     """The condition of a rule: one trigger, optionally narrowed to devices and feeds."""
 
-    type: StrList | Literal["unknown"] | None = None
+    type: TypeList | Literal["unknown"] | None = None
     device: StrList | None = None
     feed: StrList | None = None
     battery: Literal["LOW"] | None = None
-    silent_for: Duration | SilentFor | None = None
-    tracking: StrList | None = None
+    silent_for: Interval | SilentFor | None = None
+    tracking: TypeList | None = None
 
     @field_validator("type", mode="before")
     @classmethod
@@ -87,7 +197,7 @@ class When(_Strict):
                 raise ValueError("`unknown` stands alone: write `type: unknown`")
             if not v:
                 raise ValueError("list at least one message type")
-            return [t.strip().upper() if isinstance(t, str) else t for t in v]
+            return [_type_name(t) for t in v]
         return v
 
     @field_validator("battery", mode="before")
@@ -99,7 +209,9 @@ class When(_Strict):
     @classmethod
     def _tracking(cls, v: Any) -> Any:
         v = _str_list(v)
-        return [t.upper() if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+        if isinstance(v, list) and not v:
+            raise ValueError("list at least one message type: with none, no device is tracking")
+        return [_type_name(t) for t in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _one_trigger(self) -> When:
@@ -136,7 +248,7 @@ class When(_Strict):
 class Escalation(_Strict):
     """Widen the circle when an incident stays unacknowledged."""
 
-    after: Duration
+    after: Interval
     notify: StrList = Field(min_length=1)
 
 
@@ -147,8 +259,8 @@ class Rule(_Strict):
     when: When
     notify: StrList = ()
     severity: Severity = Severity.WARNING
-    repeat: OptionalDuration = None
-    updates: OptionalDuration = 15 * 60.0
+    repeat: OptionalInterval = None
+    updates: OptionalInterval = 15 * 60.0
     escalate: tuple[Escalation, ...] = ()
     resolves: StrList | None = None
 
@@ -241,6 +353,9 @@ class RuleSet(BaseModel):
 
     rules: tuple[Rule, ...] = ()
     origins: dict[str, str] = Field(default_factory=dict)  # rule name -> "file:line"
+    #: What the loader found odd but not wrong (a type SPOT is not known to send), in
+    #: file and line order; `alerter check` prints them, the service may log them.
+    warnings: tuple[Problem, ...] = ()
 
     @cached_property
     def by_name(self) -> dict[str, Rule]:
