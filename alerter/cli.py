@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from alerter import __version__
+from alerter import __version__, masking
 from alerter.clock import FakeClock, SystemClock
 from alerter.config import Config, load_config, read_config
 from alerter.durations import ago
@@ -23,12 +23,12 @@ from alerter.errors import AlerterError, ConfigError, FeedError, Problem, StoreE
 from alerter.health import feed_status
 from alerter.models import DeliveryState
 from alerter.notify import AppriseNotifier, Targets, load_targets
-from alerter.process import Processor
-from alerter.render import render, render_test
+from alerter.process import Processor, render_or_plain
+from alerter.render import render_test
 from alerter.rules.loader import load_rules
 from alerter.service import Service, state_lock
 from alerter.settings import Settings, is_official_host, load_settings, mask_id
-from alerter.spot.parse import parse_feed
+from alerter.spot.parse import parse_feed, with_usable_time
 from alerter.store import Store
 
 #: How many of an open incident's latest events `status` shows.
@@ -36,13 +36,17 @@ STATUS_HISTORY = 10
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr; Apprise and urllib3 never below INFO (at DEBUG they print secrets)."""
+    """Log to stderr, every record masked (`alerter.masking`: each registered secret in
+    any spelling, tracebacks included); Apprise and urllib3 never below INFO (at DEBUG
+    they print secrets)."""
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        masking.install_log_filter(handler)
     floor = max(logging.INFO, logging.getLevelName(level))
     for name in ("apprise", "urllib3"):
         logging.getLogger(name).setLevel(floor)
@@ -55,7 +59,11 @@ def print_problems(problems: Sequence[Problem], out: TextIO | None = None) -> No
 
 
 def _settings() -> Settings:
-    return load_settings()
+    settings = load_settings()
+    # Before anything can print: every secret setting is masked in any spelling (the
+    # Apprise URLs' secrets are added as their config is read).
+    masking.register_settings(settings)
+    return settings
 
 
 # -- run ---------------------------------------------------------------------
@@ -121,6 +129,8 @@ def cmd_check(_: argparse.Namespace) -> int:
                 f"  {r.name} ({rules.origins.get(r.name, '?')}): {r.when.trigger.value}, "
                 f"{action}, notify [{', '.join(r.notify)}]"
             )
+    for w in reading.warnings:  # odd but not wrong: said, and no reason to fail
+        print(f"warning: {w}", file=sys.stderr)
     if problems:
         print_problems(problems)
         return 1
@@ -171,7 +181,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Recorded feed responses through the rules: print the alerts (dry run)."""
     settings = _settings()
     setup_logging("ERROR")
-    rules = load_rules(settings.rules)
+    rules = load_rules(settings.rules, min_interval=settings.poll_interval)
     pages = []
     for name in args.files:
         try:
@@ -203,7 +213,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 next_due = result.next_due
             while i < len(items) and items[i][0].unix_time <= poll_at:
                 msg, feed_id = items[i]
-                store.insert_messages(feed_id, [msg], poll_at, initial=False)
+                dated = with_usable_time(msg, poll_at)  # as the watcher does at intake
+                store.insert_messages(feed_id, [dated], poll_at, initial=False)
                 i += 1
             clock.t = max(clock.t, poll_at)
             result = processor.process()
@@ -219,7 +230,7 @@ def _show(result: Evaluation, now: float, settings: Settings) -> int:
     for d in result.decisions:
         if not d.tags:
             continue
-        r = render(d, now, settings.zone)
+        r = render_or_plain(d, now, settings.zone)
         print(f"=> to [{', '.join(d.tags)}] {r.title}")
         for line in r.body.splitlines():
             print(f"   {line}")
@@ -248,7 +259,12 @@ def cmd_status(_: argparse.Namespace) -> int:
         health = feed_status(st, now, started, settings.feed_failing_after)
         last = ago(st.last_request, now)
         ok = ago(st.last_success, now)
-        err = f"; last error: {st.last_error} ({st.failures}x)" if st.failures else ""
+        # Masked again: a row stored by an older version may hold a secret.
+        err = (
+            f"; last error: {masking.mask(st.last_error or '')} ({st.failures}x)"
+            if st.failures
+            else ""
+        )
         print(f"  {names[fid]}: {health}; last poll {last}; last good answer {ok}; "
               f"{counts.get(fid, 0)} messages stored{err}")  # fmt: skip
     print("devices:")

@@ -31,23 +31,15 @@ import yaml
 from apprise.common import NotifyFormat
 from apprise.config.base import ConfigBase
 
+from alerter import masking
 from alerter.errors import ConfigError, Problem
 from alerter.models import Severity
 
-#: Query keys whose values are settings, not secrets or personal data.
-_SAFE_QUERY = frozenset(
-    {
-        "format", "overflow", "retry", "wait", "optional", "cto", "rto", "method", "mode",
-        "verify", "image", "detect", "silent", "preview", "album", "content", "mdv",
-        "priority", "tz", "batch", "avatar", "footer", "emojis", "discovery",
-    }
-)  # fmt: skip
 #: Targets whose plugin caps a message at this many characters get the SMS form.
 SHORT_FORM_MAX = 500
 #: A tag that asks for the SMS form whatever the plugin.
 SHORT_FORM_TAG = "sms"
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,31}://\S+")
-_TOKENISH = re.compile(r"[A-Za-z0-9_\-:]{16,}")
 # A TEXT line is `[tags=]scheme://...` (Apprise's own pattern); a YAML entry is the URL alone.
 _ENTRY_SCHEME = re.compile(r"^\s*(?:[\w,:\- \t]*=)?\s*([a-z0-9]{1,32})://", re.IGNORECASE)
 _NOTIFY_TYPES = {
@@ -71,20 +63,31 @@ def mask_url(url: str) -> str:
     netloc = f"{user.split(':', 1)[0]}:****@{host}" if at and ":" in user else parts.netloc
     query = urlencode(
         [
-            (k, v if k.lower().lstrip("+-:") in _SAFE_QUERY else "***")
+            (k, v if k.lower().lstrip("+-:") in masking.SAFE_QUERY else "***")
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
         ],
         safe="*",
     )
     return urlunsplit(
-        (parts.scheme, _TOKENISH.sub("…", netloc), _TOKENISH.sub("…", parts.path), query, "")
+        (
+            parts.scheme,
+            masking.TOKENISH.sub("…", netloc),
+            masking.TOKENISH.sub("…", parts.path),
+            query,
+            "",
+        )
     )
 
 
 def mask_text(text: str) -> str:
-    """Library error text with URLs and token-like strings masked."""
+    """Library error text with URLs and token-like strings masked, and every registered
+    secret (`alerter.masking`) in any spelling, or any 6+ character piece of one.
+
+    URLs and 16+ token runs first (their `…` keeps the text readable), then the registry:
+    a short password quoted by a plugin is masked too.
+    """
     text = _URL_IN_TEXT.sub(lambda m: m.group(0).split("://")[0] + "://…", text)
-    return _TOKENISH.sub("…", text)
+    return masking.mask(masking.TOKENISH.sub("…", text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,9 @@ def load_targets(path: Path) -> Targets:
         problems.append(Problem(source, None, "no notification URL found"))
     if problems:
         raise ConfigError(problems)
+    # Their secrets are masked wherever text leaves the process (logs, stored errors).
+    plugins: list[Any] = list(services)
+    masking.register_urls(str(plugin.url(privacy=False)) for plugin in plugins)
     merged: dict[str, Target] = {}
     for service in services:
         target = _target(service)

@@ -12,7 +12,7 @@ import email
 import email.policy
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from e2e_support import World
 
+from alerter.clock import SystemClock
+from alerter.sim import Simulator
 from alerter.store import Store
 
 # Apprise's email plugin imports the stdlib `imghdr`, deprecated since 3.11 (Apprise
@@ -101,6 +104,7 @@ class JsonReceiver:
         self.posts: list[Post] = []
         self.statuses: dict[str, int] = {}
         self.held: set[str] = set()
+        self.refusals: dict[str, tuple[str, int]] = {}
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -118,6 +122,11 @@ class JsonReceiver:
     def recover(self, path: str) -> None:
         """Answer 200 on `path` again."""
         self.statuses.pop(path, None)
+
+    def refuse(self, path: str, containing: str, status: int = 400) -> None:
+        """Answer `status` to POSTs on `path` whose title holds `containing`, for ever
+        (as a chat API refuses one message it cannot take, and takes the others)."""
+        self.refusals[path] = (containing, status)
 
     def hold(self, path: str) -> None:
         """Receive POSTs on `path` but never answer them (a send left in flight)."""
@@ -140,8 +149,12 @@ class JsonReceiver:
             # Recorded as unanswered (status 0); the sender waits until it gives up or dies.
             self.posts.append(Post(request.path, dict(request.headers), await request.json(), 0))
             await asyncio.sleep(3600)
+        body = await request.json()
         status = self.statuses.get(request.path, 200)
-        self.posts.append(Post(request.path, dict(request.headers), await request.json(), status))
+        refused = self.refusals.get(request.path)
+        if refused is not None and refused[0] in str(body.get("title", "")):
+            status = refused[1]
+        self.posts.append(Post(request.path, dict(request.headers), body, status))
         return web.Response(status=status, text="ok" if status < 300 else "refused")
 
     def _serve(self) -> None:
@@ -200,3 +213,18 @@ def store(store_path: Path) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, json_receiver: JsonReceiver, smtp_server: SmtpServer
+) -> AsyncIterator[World]:
+    sim = Simulator(SystemClock())
+    await sim.start()
+    w = World(tmp_path, sim, json_receiver, smtp_server)
+    try:
+        yield w
+    finally:
+        if w.service is not None:
+            await w.service.stop()
+        await sim.stop()

@@ -288,3 +288,26 @@ def test_status_shows_only_the_latest_events_of_an_incident(
     assert len(shown) == STATUS_HISTORY
     assert not any("opened; notified" in line for line in shown)  # the oldest fell off
     assert shown[-1].endswith(f"nobody told: {held[(STATUS_HISTORY + 1) % len(held)].value}")
+
+
+def test_check_prints_rule_warnings_and_still_succeeds(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_targets(env)
+    rules = env / "rules.yml"
+    rules.write_text(
+        "rules:\n  - name: sos\n    when: {type: [SOS]}\n    notify: [rescue]\n"
+        "    severity: critical\n"
+    )
+    monkeypatch.setenv("ALERTER_RULES", str(rules))
+
+    code = main(["check"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert err.splitlines() == [
+        f"warning: {rules}:3: rules[0] 'sos': when.type[0]: 'SOS' is not a message type SPOT "
+        "is known to send: fine if SPOT adds it, but check the spelling (and `type: unknown` "
+        "no longer catches it)"
+    ]
+    assert out.rstrip().endswith("ok")

@@ -8,8 +8,9 @@ given, one message in JSON as an object rather than a list, errors sent with HTT
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, quote_plus, urlencode
 from xml.sax.saxutils import escape
 
 from alerter.models import NO_POSITION, Message
@@ -162,6 +163,16 @@ def error_to_xml(code: str | None, text: str, description: str) -> bytes:
 def error_body(fmt: str, code: str | None, text: str, description: str) -> bytes:
     """A SPOT error body in `fmt` ("xml" or "json")."""
     return (error_to_xml if fmt == "xml" else error_to_json)(code, text, description)
+
+
+def echo_body(fmt: str, query: Mapping[str, str]) -> bytes:
+    """An error body that quotes the request back, the password in every spelling a
+    careless server might use: as sent (percent-encoded either way), decoded, cut short."""
+    password = query.get("feedPassword", "")
+    sent = urlencode(query)
+    spellings = [sent, quote(password, safe=""), quote_plus(password), password,
+                 password[: max(1, len(password) // 2 + 1)] + "…"]  # fmt: skip
+    return error_body(fmt, "E-0999", f"Bad request {sent}", " | ".join(spellings))
 
 
 def empty_body(feed_id: str, fmt: str) -> bytes:

@@ -33,6 +33,7 @@ from alerter.models import PAGE_SIZE, Message
 from alerter.sim.bodies import (
     CONTENT_TYPES,
     DAYS_RANGE,
+    echo_body,
     empty_body,
     notfound_body,
     page_body,
@@ -52,8 +53,11 @@ __all__ = [
 
 #: What `fail` and `fail_all` accept.
 FAULT_KINDS = frozenset(
-    {"500", "503", "403", "hang", "truncated", "html", "garbage", "empty", "notfound", "password"}
-)
+    {
+        "500", "503", "403", "hang", "truncated", "html", "garbage", "empty", "notfound",
+        "password", "echo",
+    }
+)  # fmt: skip
 
 #: A message older than this (seconds before now) is out of the feed, as on SPOT.
 _WINDOW = DAYS_RANGE * 86_400
@@ -199,6 +203,7 @@ class SimFeed:
         self._scripted: list[_Scripted] = []
         self._ordered: list[_Scripted] | None = []  # newest first; None: to re-sort
         self._faults: deque[str] = deque()
+        self._raw: deque[bytes] = deque()
 
     @property
     def messages(self) -> list[Message]:
@@ -221,6 +226,15 @@ class SimFeed:
     def fail(self, kind: str, times: int = 1) -> None:
         """Answer this feed's next `times` requests with the fault `kind`."""
         self._faults.extend([check_fault(kind)] * times)
+
+    def serve_raw(self, body: bytes, times: int = 1) -> None:
+        """Answer this feed's next `times` requests with `body` as it is (HTTP 200): a
+        page no scripted message can make (a huge number, an absurd time)."""
+        self._raw.extend([body] * times)
+
+    def take_raw(self) -> bytes | None:
+        """Consume this feed's next queued raw body, if any."""
+        return self._raw.popleft() if self._raw else None
 
     def block(self) -> None:
         """Answer every request of this feed with 403 until `unblock`."""
@@ -417,9 +431,12 @@ class Simulator:
         fault = feed.take_fault() if feed is not None else None
         if fault is None and self._faults:
             fault = self._faults.popleft()
+        ctype = CONTENT_TYPES[fmt]
+        raw = feed.take_raw() if feed is not None and fault is None else None
+        if raw is not None:
+            return _Answer(200, "raw", raw, ctype)
         if fault is None:
             return self._normal(feed, feed_id, endpoint, fmt, query)
-        ctype = CONTENT_TYPES[fmt]
         match fault:
             case "500":
                 return _Answer(500, fault, b"500 Internal Server Error", "text/plain")
@@ -442,6 +459,8 @@ class Simulator:
                 return _Answer(200, fault, empty_body(feed_id, fmt), ctype)
             case "notfound":
                 return _Answer(200, fault, notfound_body(feed_id, fmt), ctype)
+            case "echo":
+                return _Answer(200, fault, echo_body(fmt, query), ctype)
             case _:  # "password"
                 return _Answer(200, fault, password_body(feed_id, fmt), ctype)
 

@@ -2,17 +2,19 @@
 
 Library errors stop here: callers see a FeedPage or a FeedError (see `alerter.errors`).
 The feed password travels in the query string, so no error text built here ever
-contains a URL.
+contains a URL; and since a server may echo the URL (or the password, escaped, cut
+short) in its body, a parse error that quotes the body is told from a copy masked by
+`alerter.masking` (every spelling of the password, and of any registered secret).
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Literal, Protocol
-from urllib.parse import quote, quote_plus
 
 import aiohttp
 
+from alerter import masking
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable
 from alerter.models import FeedPage
 from alerter.settings import FeedConfig
@@ -43,9 +45,38 @@ def format_spot_date(t: float) -> str:
     return format_spot_datetime(t, "-0000")
 
 
-def _spellings(secret: str) -> set[bytes]:
-    """How a password may appear in a body that echoes the request URL."""
-    return {secret.encode(), quote(secret, safe="").encode(), quote_plus(secret).encode()} - {b""}
+def _rebuilt(error: FeedError, secret: str | None) -> FeedError:
+    """A new error of the same kind, its text masked (no cause or context to leak)."""
+    if isinstance(error, FeedConfigFault):
+        code = None if error.code is None else masking.mask(error.code, secret)
+        return FeedConfigFault(code, masking.mask(error.text, secret))
+    return type(error)(masking.mask(str(error), secret))
+
+
+def _masked_parse_error(
+    error: FeedError, body: bytes, fmt: Literal["xml", "json"], secret: str | None
+) -> FeedError | None:
+    """`error` told without any secret, or None when it holds none (raise it as it is).
+
+    The body is masked and parsed again, so an excerpt shows `***` where the password
+    stood rather than whatever part of it the excerpt's cut left, and a body that only
+    the echoed password made invalid (a raw `&` in XML) is told for what it says (the
+    password is wrong). Masking never turns a config fault into a transient error, and a
+    masked body that parses keeps the first error. The text is then masked too: a parser
+    decodes `&amp;` or `\\u0026` back into the password itself.
+    """
+    masked_body = masking.mask_bytes(body, secret)
+    told = error
+    if masked_body != body:
+        try:
+            parse_feed(masked_body, fmt)
+        except FeedError as again:
+            if isinstance(again, FeedConfigFault) or not isinstance(error, FeedConfigFault):
+                told = again
+    rebuilt = _rebuilt(told, secret)
+    if told is error and str(rebuilt) == str(error):
+        return None
+    return rebuilt
 
 
 class FeedSource(Protocol):
@@ -116,22 +147,16 @@ class FeedClient:
             raise FeedUnavailable(f"connection failed: {type(exc).__name__}") from None
         except asyncio.CancelledError:
             raise
+        secret = feed.password.get_secret_value() if feed.password is not None else None
         try:
             return parse_feed(body, self.fmt)
-        except FeedError:
-            # Parse errors quote the body, and a server may echo the request URL in it:
-            # when the body holds the password, the error is told from a masked copy.
-            secret = feed.password.get_secret_value() if feed.password is not None else ""
-            if not secret or not any(s in body for s in _spellings(secret)):
-                raise
-        masked = body
-        for s in _spellings(secret):
-            masked = masked.replace(s, b"***")
-        try:
-            parse_feed(masked, self.fmt)
         except FeedError as exc:
-            raise exc from None
-        raise FeedUnavailable("a response that quotes the feed password") from None
+            # Parse errors quote the body, and a server may echo the request URL in it.
+            masked = _masked_parse_error(exc, body, self.fmt, secret)
+            if masked is None:
+                raise
+        # Raised outside the handler: the masked error carries no context to the first one.
+        raise masked
 
     @staticmethod
     async def _read(resp: aiohttp.ClientResponse) -> bytes:
