@@ -1,6 +1,7 @@
 """Time, injected: the engine and scheduler never read the system clock themselves.
 
-All times are POSIX seconds (float, UTC), the unit SPOT's `unixTime` uses.
+All times are POSIX seconds (float, UTC), the unit SPOT's `unixTime` uses. Scheduling
+that must not be fooled by a step of the system clock (NTP) measures with `monotonic`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ class Clock(Protocol):
         """POSIX seconds."""
         ...
 
+    def monotonic(self) -> float:
+        """Seconds that only ever move forward (an NTP step does not move them)."""
+        ...
+
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` of this clock's time."""
         ...
@@ -28,6 +33,10 @@ class SystemClock:
     def now(self) -> float:
         """POSIX seconds from the system clock."""
         return time.time()
+
+    def monotonic(self) -> float:
+        """The system's monotonic clock."""
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         """Wait for real."""
@@ -46,6 +55,10 @@ class ScaledClock:
         """Accelerated POSIX seconds."""
         return self._start + (time.monotonic() - self._mono0) * self.speed
 
+    def monotonic(self) -> float:
+        """Accelerated, and never stepped: the same as `now`."""
+        return self.now()
+
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds` of accelerated time."""
         await asyncio.sleep(max(0.0, seconds) / self.speed)
@@ -59,6 +72,10 @@ class FakeClock:
 
     def now(self) -> float:
         """The current fake time."""
+        return self.t
+
+    def monotonic(self) -> float:
+        """The fake time too (a test of a clock step overrides one of them)."""
         return self.t
 
     def advance(self, seconds: float) -> None:

@@ -262,9 +262,12 @@ def _circumstance(d: Decision, now: float, zone: ZoneInfo) -> list[str]:
     t = _message_time(d)
     if d.first_notice:
         opened, closed = _opened_closed(d.kind, d.subject)
+        # Late: both were sent long before the service saw them. Not late: they were
+        # sent within one poll of each other, and the service saw them together.
+        arrival = "only now" if d.late else "in the same poll"
         return [
             f"{opened} at {_clock(_started(d), zone)} and {closed} at {_clock(t, zone)}; "
-            "both reached the service only now."
+            f"both reached the service {arrival}."
         ]
     if d.late:
         return [f"Late: sent {_clock(t, zone)}, {ago(t, now)}; the service only saw it now."]

@@ -131,14 +131,22 @@ class Watcher:
         self.store = store
         self.clock = clock
         self.on_change = on_change
+        # Wall time read once, then moved by the monotonic clock: a forward step of the
+        # system clock (NTP) cannot make a request early. Persisted times stay POSIX.
+        self._anchor = (clock.now(), clock.monotonic())
         self.cursors: list[Cursor] = []
         self.last_any: float | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def now(self) -> float:
+        """POSIX seconds as the scheduler counts them: immune to system clock steps."""
+        wall, mono = self._anchor
+        return wall + (self.clock.monotonic() - mono)
+
     def load(self) -> None:
         """Read every feed's request history from the store (limits hold across restarts)."""
-        now = self.clock.now()
+        now = self.now()
         for feed in self.settings.feeds:
             self.store.ensure_feed(feed.id, now)
         states = self.store.feed_states()
@@ -190,7 +198,7 @@ class Watcher:
                     await self._wake.wait()
                     continue
                 feed_id, at = plan
-                now = self.clock.now()
+                now = self.now()
                 if at > now:
                     await sleep_or_wake(self.clock, at - now, self._wake)
                     continue
@@ -241,7 +249,7 @@ class Watcher:
 
     def _ended(self, cur: Cursor) -> None:
         """Count both limits from now: SPOT saw the request, if at all, before it ended."""
-        done = self.clock.now()
+        done = self.now()
         cur.last_request = max(done, cur.last_request or done)
         self.last_any = max(done, self.last_any or done)
         try:
@@ -250,7 +258,7 @@ class Watcher:
             log.exception("cannot record a request time of %s", cur.feed.display_name)
 
     def _succeeded(self, cur: Cursor, kind: Kind, page: FeedPage, sent_at: float) -> None:
-        now = self.clock.now()
+        now = self.now()
         fid = cur.feed.id
         initial = not cur.synced
         sweep = self._page_one_sweep(cur, page, sent_at, now) if kind == "page" else None
@@ -338,7 +346,7 @@ class Watcher:
         self.store.mark_synced(cur.feed.id, now)
 
     def _failed(self, cur: Cursor, exc: FeedError) -> None:
-        now = self.clock.now()
+        now = self.now()
         cur.failures += 1
         if isinstance(exc, FeedBlocked):
             cur.not_before = now + self.settings.blocked_backoff

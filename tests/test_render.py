@@ -409,6 +409,20 @@ def test_cancel_first_heard_of_states_both_times() -> None:
     assert "HELP sent 11:02Z, cancelled 11:09Z 3h03m ago" in rendered.short
 
 
+def test_a_help_and_its_cancel_in_one_poll_say_so() -> None:
+    d = decision(
+        Reason.RESOLVED,
+        first_notice=True,
+        first_message=received(t=at(14, 1)),
+        message=received("HELP-CANCEL", t=at(14, 3), id_=2),
+    )
+    lines = render(d, at(14, 4), UTC_ZONE).body.splitlines()
+    assert lines[1] == (
+        "HELP sent at 14:01 UTC and cancelled at 14:03 UTC; both reached the service in the "
+        "same poll."
+    )
+
+
 # -- the SMS form ---------------------------------------------------------------------
 
 

@@ -760,3 +760,72 @@ async def test_unexpected_error_is_logged_and_the_watch_goes_on(
     # The first answer could not be stored: it counted as a failure and was retried.
     assert calls["n"] >= 2
     assert len(h.requests("FEED1")) >= 2
+
+
+# -- a step of the system clock -------------------------------------------------------------
+
+
+class SteppingClock:
+    """Wall time that an NTP step can move; monotonic time that only sleeping moves."""
+
+    def __init__(self) -> None:
+        self.wall = 1_700_000_000.0
+        self.mono = 500.0
+
+    def now(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    async def sleep(self, seconds: float) -> None:
+        self.wall += max(0.0, seconds)
+        self.mono += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+class RecordingSource:
+    """A FeedSource answering empty pages; steps the wall clock after the first request."""
+
+    def __init__(self, clock: SteppingClock, step: float) -> None:
+        self.clock = clock
+        self.step = step
+        self.at: list[float] = []  # monotonic time of each request
+
+    async def fetch(
+        self, feed: FeedConfig, endpoint: str = "message", *, start: int | None = None
+    ) -> FeedPage:
+        self.at.append(self.clock.mono)
+        if len(self.at) == 1:
+            self.clock.wall += self.step  # NTP steps the system clock forward
+        return FeedPage()
+
+
+@pytest.mark.parametrize("step", [1000.0, -1000.0])
+async def test_a_step_of_the_system_clock_never_brings_a_request_early(
+    tmp_path: Path, step: float
+) -> None:
+    settings = make_settings(
+        "https://api.findmespot.com/spot-main-web/consumer/rest-api/2.0/public/feed",
+        tmp_path, ["FEED1"], poll_interval=150.0, feed_spacing=2.0,
+    )  # fmt: skip
+    clock = SteppingClock()
+    source = RecordingSource(clock, step)
+    store = Store.open(settings.database)
+    watcher = Watcher(settings, source, store, clock)
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop))
+    try:
+        for _ in range(200):
+            if len(source.at) >= 4:
+                break
+            await asyncio.sleep(0)
+    finally:
+        stop.set()
+        await task
+        store.close()
+
+    gaps = [b - a for a, b in itertools.pairwise(source.at)]
+    assert len(gaps) >= 3
+    assert min(gaps) >= 150.0  # counted on the clock no step can move
+    assert max(gaps) < 151.0  # and a backward step does not stall polling either
