@@ -23,19 +23,16 @@ Quirks handled (see the fixtures in tests/fixtures/ for real examples):
   exception). The rest of the page is kept. Anything unforeseen outside the messages
   is a `FeedUnavailable`: callers only ever see the project's own errors.
 
-`with_usable_time` (called by the watcher before storing) replaces a message time that
-cannot be right (before 2007, or more than a day after reception) with the reception
-time, keeping the device's value in `extra` under `UNUSABLE_TIME`.
+This module walks the page (sniffing, XML or JSON, errors, messages); what one field's
+value means (numbers, times, text) is `alerter.spot.fields`. Its SPOT date functions and
+`with_usable_time` are re-exported here, where callers import them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Literal, TypeVar
 from xml.etree.ElementTree import Element, ParseError
 
@@ -44,11 +41,29 @@ from defusedxml import DefusedXmlException
 
 from alerter.errors import FeedConfigFault, FeedError, FeedUnavailable
 from alerter.models import NO_POSITION, UNUSABLE_TIME, FeedPage, Message
+from alerter.spot.fields import (
+    EARLIEST_TIME,
+    LATEST_AHEAD,
+    MILLISECONDS_TIME,
+    SPOT_DATE_FORMAT,
+    Raw,
+    derive_time,
+    format_spot_datetime,
+    parse_spot_datetime,
+    to_float,
+    to_int,
+    to_text,
+    to_time,
+    valid_unicode,
+    with_usable_time,
+)
 
 __all__ = [
     "EARLIEST_TIME",
     "LATEST_AHEAD",
     "MILLISECONDS_TIME",
+    "SPOT_DATE_FORMAT",
+    "format_spot_datetime",
     "parse_feed",
     "parse_spot_datetime",
     "sniff_format",
@@ -61,7 +76,6 @@ Format = Literal["xml", "json"]
 
 _BOM = b"\xef\xbb\xbf"
 _EXCERPT_LEN = 60
-_MAX_INT64 = 2**63 - 1
 _NO_POSITION_INT = int(NO_POSITION)
 _NO_MESSAGES = "E-0195"
 _FEED_NOT_FOUND = "E-0160"
@@ -79,8 +93,9 @@ _KNOWN_FIELDS = frozenset(
     }
 )  # fmt: skip
 
-# A message field as decoded: XML gives text, JSON any scalar (or, oddly, a container).
-Raw = object
+#: `extra` keys the service writes itself: a feed field of that name is dropped.
+_SERVICE_FIELDS = frozenset({UNUSABLE_TIME, MILLISECONDS_TIME})
+
 # A message as the document holds it: a JSON value or an XML element.
 _R = TypeVar("_R")
 
@@ -94,78 +109,6 @@ def sniff_format(body: bytes) -> Format | None:
     if head in (b"{", b"["):
         return "json"
     return None
-
-
-#: SPOT's date format: in `dateTime`, and in the `startDate` / `endDate` parameters.
-SPOT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
-
-
-def parse_spot_datetime(text: str) -> int:
-    """POSIX seconds of a SPOT `dateTime` like 2013-04-02T06:28:03-0700; ValueError if not one."""
-    # %z takes SPOT's colon-less offset (and +HH:MM / Z); a naive time would be a guess.
-    return int(datetime.strptime(text.strip(), SPOT_DATE_FORMAT).timestamp())
-
-
-def format_spot_datetime(t: float, offset: str = "+0000") -> str:
-    """SPOT's date text for POSIX seconds, in UTC, with `offset` written as given."""
-    return datetime.fromtimestamp(t, UTC).strftime(SPOT_DATE_FORMAT.replace("%z", offset))
-
-
-#: The earliest plausible message time, 2007-01-01T00:00:00Z. SPOT's first messenger
-#: reached users in November 2007; the start of that year leaves room for early units'
-#: clocks without letting a zeroed or 1970-based clock through.
-EARLIEST_TIME = 1_167_609_600
-
-#: How far a message time may lie ahead of its reception (seconds): a day covers any
-#: drift between the device's clock and ours; beyond it the time is wrong (year 10000,
-#: milliseconds sent as seconds).
-LATEST_AHEAD = 86_400
-
-#: The `extra` key under which a message keeps a `unixTime` that `with_usable_time`
-#: read as milliseconds (and divided by 1000).
-MILLISECONDS_TIME = "unixTimeMilliseconds"
-
-
-#: `extra` keys the service writes itself: a feed field of that name is dropped.
-_SERVICE_FIELDS = frozenset({UNUSABLE_TIME, MILLISECONDS_TIME})
-
-
-def with_usable_time(message: Message, received_at: float) -> Message:
-    """`message` with a time that can be right; pure.
-
-    A `unix_time` from EARLIEST_TIME to LATEST_AHEAD after `received_at` (POSIX seconds,
-    the service's clock) is kept: the message is returned unchanged. A 13-digit time that
-    is plausible once divided by 1000 was sent in milliseconds: it is converted (floored
-    to whole seconds) and the original kept in `extra` under MILLISECONDS_TIME, since the
-    device's time is then known after all. Any other time is replaced by `received_at`
-    and kept in `extra` under UNUSABLE_TIME, so alerts can say the device's time was
-    unusable. `extra` stays sorted; a key already there is replaced, not repeated.
-    """
-    if not math.isfinite(received_at):
-        return message  # no clock to judge by (never the case with a real clock)
-    latest = received_at + LATEST_AHEAD
-    sent = message.unix_time
-    if EARLIEST_TIME <= sent <= latest:
-        return message
-    if 10**12 <= sent < 10**13 and EARLIEST_TIME <= sent // 1000 <= latest:
-        return replace(
-            message,
-            unix_time=sent // 1000,
-            extra=_with_extra(message.extra, MILLISECONDS_TIME, str(sent)),
-        )
-    # The parser already kept the raw text of a time it could not read at all.
-    original = dict(message.extra).get(UNUSABLE_TIME, str(sent))
-    return replace(
-        message,
-        unix_time=int(received_at),
-        extra=_with_extra(message.extra, UNUSABLE_TIME, original),
-    )
-
-
-def _with_extra(
-    extra: tuple[tuple[str, str], ...], name: str, value: str
-) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted([*(item for item in extra if item[0] != name), (name, value)]))
 
 
 def parse_feed(body: bytes, fmt: Format | None = None) -> FeedPage:
@@ -222,8 +165,8 @@ def _parse_json(text: str, body: bytes) -> FeedPage:
     feed = feed_response.get("feed")
     feed_id = feed_name = None
     if isinstance(feed, dict):
-        feed_id = _text(feed.get("id"))
-        feed_name = _text(feed.get("name"))
+        feed_id = to_text(feed.get("id"))
+        feed_name = to_text(feed.get("name"))
 
     raws: list[Raw] = []
     messages = feed_response.get("messages")
@@ -237,7 +180,7 @@ def _parse_json(text: str, body: bytes) -> FeedPage:
         raws = messages
 
     return _build_page(
-        raws, _json_record, feed_id, feed_name, _to_int(feed_response.get("totalCount"))
+        raws, _json_record, feed_id, feed_name, to_int(feed_response.get("totalCount"))
     )
 
 
@@ -253,9 +196,9 @@ def _json_errors(errors: Raw) -> Iterable[tuple[str | None, str]]:
         items = [items]
     for item in items:
         if isinstance(item, dict):
-            yield _text(item.get("code")), _text(item.get("text")) or ""
+            yield to_text(item.get("code")), to_text(item.get("text")) or ""
         elif item is not None:
-            yield None, _text(item) or ""
+            yield None, to_text(item) or ""
 
 
 def _json_record(raw: Raw) -> dict[str, Raw] | None:
@@ -288,8 +231,8 @@ def _parse_xml(text: str, body: bytes) -> FeedPage:
     feed = feed_response.find("feed")
     feed_id = feed_name = None
     if feed is not None:
-        feed_id = _text(feed.findtext("id"))
-        feed_name = _text(feed.findtext("name"))
+        feed_id = to_text(feed.findtext("id"))
+        feed_name = to_text(feed.findtext("name"))
 
     elements: list[Element] = []
     messages = feed_response.find("messages")
@@ -297,13 +240,13 @@ def _parse_xml(text: str, body: bytes) -> FeedPage:
         elements = messages.findall("message")
 
     return _build_page(
-        elements, _xml_record, feed_id, feed_name, _to_int(feed_response.findtext("totalCount"))
+        elements, _xml_record, feed_id, feed_name, to_int(feed_response.findtext("totalCount"))
     )
 
 
 def _xml_errors(errors: Element) -> list[tuple[str | None, str]]:
     return [
-        (_text(error.findtext("code")), _text(error.findtext("text")) or "")
+        (to_text(error.findtext("code")), to_text(error.findtext("text")) or "")
         for error in errors.iter("error")
     ]
 
@@ -380,16 +323,16 @@ def _to_message(record: Mapping[str, Raw] | None) -> Message | str:
     if record is None:
         return "message ?: not an object"
     raw_id = record.get("id")
-    message_id = _to_int(raw_id)
+    message_id = to_int(raw_id)
     if message_id is not None and message_id < 0:
         message_id = None
-    messenger_id = _text(record.get("messengerId"))
-    type_text = _text(record.get("messageType"))
+    messenger_id = to_text(record.get("messengerId"))
+    type_text = to_text(record.get("messageType"))
     message_type = type_text.upper() if type_text else None
-    date_time = _text(record.get("dateTime"))
-    unix_time = _to_time(record.get("unixTime"))
+    date_time = to_text(record.get("dateTime"))
+    unix_time = to_time(record.get("unixTime"))
     if (unix_time is None or unix_time <= 0) and date_time is not None:
-        unix_time = _derive_time(date_time)
+        unix_time = derive_time(date_time)
 
     if message_id is None or messenger_id is None or message_type is None:
         return _skip_reason(raw_id, message_id, messenger_id, message_type)
@@ -401,8 +344,8 @@ def _to_message(record: Mapping[str, Raw] | None) -> Message | str:
         text = _extra_text(sent) if sent is not None else (date_time or "missing")
         unix_time, unreadable_time = 0, ((UNUSABLE_TIME, text),)
 
-    latitude = _to_float(record.get("latitude"))
-    longitude = _to_float(record.get("longitude"))
+    latitude = to_float(record.get("latitude"))
+    longitude = to_float(record.get("longitude"))
     if (
         latitude is None
         or longitude is None
@@ -411,26 +354,26 @@ def _to_message(record: Mapping[str, Raw] | None) -> Message | str:
     ):
         # Covers NO_POSITION (-99999) too: it is out of range in any spelling.
         latitude = longitude = None
-    altitude = _to_int(record.get("altitude"))
-    battery = _text(record.get("batteryState"))
+    altitude = to_int(record.get("altitude"))
+    battery = to_text(record.get("batteryState"))
     return Message(
         id=message_id,
         messenger_id=messenger_id,
-        messenger_name=_text(record.get("messengerName")) or messenger_id,
+        messenger_name=to_text(record.get("messengerName")) or messenger_id,
         unix_time=unix_time,
         type=message_type,
         latitude=latitude,
         longitude=longitude,
         altitude=altitude if altitude != _NO_POSITION_INT else None,
-        model_id=_text(record.get("modelId")),
+        model_id=to_text(record.get("modelId")),
         battery=battery.upper() if battery else None,
-        content=_text(record.get("messageContent")),
+        content=to_text(record.get("messageContent")),
         date_time=date_time,
         extra=tuple(
             sorted(
                 [
                     *(
-                        (_valid_unicode(name), _extra_text(value))
+                        (valid_unicode(name), _extra_text(value))
                         for name, value in record.items()
                         # A feed field may not pose as what the service itself records.
                         if name not in _KNOWN_FIELDS and name not in _SERVICE_FIELDS
@@ -466,87 +409,22 @@ def _crash_reason(record: Mapping[str, Raw] | None, exc: Exception) -> str:
     label, kind = "?", ""
     try:
         if record is not None:
-            message_id = _to_int(record.get("id"))
+            message_id = to_int(record.get("id"))
             label = "?" if message_id is None or message_id < 0 else str(message_id)
-            type_text = _text(record.get("messageType"))
+            type_text = to_text(record.get("messageType"))
             kind = f" (type {_clip(type_text.upper())})" if type_text else ""
     except Exception:  # noqa: S110 - the reason stays generic; the message is skipped anyway
         pass
     return f"message {label}: unreadable ({type(exc).__name__}){kind}"
 
 
-def _derive_time(date_time: str) -> int | None:
-    try:
-        return parse_spot_datetime(date_time)
-    except (ValueError, OverflowError):
-        return None
-
-
-# --- scalar helpers ---------------------------------------------------------
-
-
-def _text(value: Raw) -> str | None:
-    """A field as stripped text; None when absent, empty or not a scalar."""
-    if isinstance(value, str):
-        return _valid_unicode(value).strip() or None
-    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
-        return None
-    return str(value)
-
-
-def _to_int(value: Raw) -> int | None:
-    """A 64-bit integer field (JSON number or decimal text); None when it is not one."""
-    number: int | None = None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float):
-        number = int(value) if value.is_integer() else None
-    elif isinstance(value, str):
-        text = value.strip()
-        digits = text[1:] if text[:1] in ("-", "+") else text
-        # The length cap keeps int() clear of its huge-literal guard.
-        if digits.isascii() and digits.isdigit() and len(digits) <= 20:
-            number = int(text)
-        else:
-            real = _to_float(text)
-            number = int(real) if real is not None and real.is_integer() else None
-    # SQLite stores signed 64-bit integers; anything wider is garbage, not data.
-    return number if number is not None and -_MAX_INT64 <= number <= _MAX_INT64 else None
-
-
-def _to_time(value: Raw) -> int | None:
-    """`unixTime`: a 64-bit integer, or a finite number floored to whole seconds."""
-    number = _to_int(value)
-    if number is None:
-        real = _to_float(value)
-        if real is not None and abs(real) <= _MAX_INT64:
-            number = math.floor(real)
-    return number
-
-
-def _to_float(value: Raw) -> float | None:
-    """A finite float field; None when it is missing or not a number."""
-    if isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, int | float):
-            number = float(value)  # OverflowError for an int beyond the float range
-        elif isinstance(value, str) and value and len(value) <= 40:
-            number = float(value)  # ValueError for text that is not a number
-        else:
-            return None
-    except (ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _extra_text(value: Raw) -> str:
+    """A field `Message` has no attribute for, as the text kept in `extra`."""
+    # Here beside `_to_message`, its one caller: tests patch it here to break one message.
     if value is None:
         return ""
     if isinstance(value, str):
-        return _valid_unicode(value).strip()
+        return valid_unicode(value).strip()
     if isinstance(value, bool | dict | list):
         try:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
@@ -554,15 +432,11 @@ def _extra_text(value: Raw) -> str:
             # Nested about as deep as json.loads allows: not worth the message it is in.
             return _UNREADABLE
         # Nested JSON may hold lone surrogates too (in keys or values).
-        return _valid_unicode(text)
+        return valid_unicode(text)
     return str(value)
 
 
-def _valid_unicode(text: str) -> str:
-    # JSON may escape a lone surrogate ("\ud83d"), which no UTF-8 sink downstream accepts.
-    if text.isascii():
-        return text
-    return text.encode("utf-8", errors="replace").decode("utf-8")
+# --- text helpers -----------------------------------------------------------
 
 
 def _looks_like_html(body: bytes) -> bool:
