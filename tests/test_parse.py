@@ -1376,13 +1376,13 @@ SPOT_MSG = Message(
             1_700_000_000 + LATEST_AHEAD,
             1_700_000_000 + LATEST_AHEAD,
             None,
-            id="just-within-one-day-ahead",
+            id="just-within-the-limit-ahead",
         ),
         pytest.param(
             1_700_000_001 + LATEST_AHEAD,
             1_700_000_000,
-            (UNUSABLE_TIME, "1700086401"),
-            id="one-day-and-a-second-ahead",
+            (UNUSABLE_TIME, str(1_700_000_001 + LATEST_AHEAD)),
+            id="a-second-beyond-the-limit-ahead",
         ),
     ],
 )
