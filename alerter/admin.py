@@ -15,6 +15,7 @@ from alerter.models import AdminKind, AdminNotice, Outgoing
 from alerter.notify import Notifier, Targets
 from alerter.render import render_admin
 from alerter.store import Store
+from alerter.vitals import Vitals
 
 log = logging.getLogger("alerter.admin")
 
@@ -70,7 +71,9 @@ class StateWatch:
         notifier: Notifier,
         *,
         every: float,
+        vitals: Vitals | None = None,
     ) -> None:
+        self.vitals = vitals
         self.store = store
         self.clock = clock
         self.notices = notices
@@ -89,6 +92,8 @@ class StateWatch:
         try:
             self.store.probe_write(now)
         except StoreError as exc:
+            if self.vitals is not None:
+                self.vitals.store_error = str(exc)
             if self.failing_since is None:
                 self.failing_since = now
                 log.error(  # noqa: TRY400 (the error is the message; no traceback helps)
@@ -98,6 +103,8 @@ class StateWatch:
                     AdminNotice(AdminKind.STATE_UNWRITABLE, str(self.store.path), str(exc), now)
                 )
             return
+        if self.vitals is not None:
+            self.vitals.store_error = None
         if self.failing_since is not None:
             since, self.failing_since = self.failing_since, None
             log.warning("the state can be written again")

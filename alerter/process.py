@@ -35,6 +35,7 @@ from alerter.models import (
 from alerter.render import render, render_plain
 from alerter.settings import Settings
 from alerter.store import Store
+from alerter.vitals import Vitals
 
 log = logging.getLogger("alerter.process")
 
@@ -54,6 +55,7 @@ class Processor:
         *,
         raise_notice: RaiseNotice = lambda notice, exclude: None,
         queued: Callable[[], None] = lambda: None,
+        vitals: Vitals | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -66,6 +68,7 @@ class Processor:
             late_after=max(2 * settings.poll_interval, 600.0),
         )
         self.started_at = clock.now()
+        self.vitals = vitals or Vitals(started_at=self.started_at)
         self.changed = asyncio.Event()
 
     def use(self, config: Config) -> None:
@@ -189,14 +192,17 @@ class Processor:
         """Tell the admins when a feed starts failing or is blocked, and when it recovers."""
         now = self.clock.now()
         states = self.store.feed_states()
-        for h in feed_health(
+        names = self.feed_names(states)
+        healths = feed_health(
             states,
-            self.feed_names(states),
+            names,
             (f.id for f in self.settings.feeds),
             now,
             self.started_at,
             self.settings.feed_failing_after,
-        ):
+        )
+        self.vitals.feeds = {names.get(h.feed_id, h.feed_id): h.status for h in healths}
+        for h in healths:
             if h.notice is not None:
                 self.raise_notice(h.notice, None)
                 self.store.set_feed_told(h.feed_id, h.status)
@@ -208,6 +214,8 @@ class Processor:
             try:
                 next_due = self.process().next_due
                 self.check_feeds()
+                self.vitals.oldest_pending = self.store.oldest_pending_delivery()
+                self.vitals.cycled(self.clock.now())
             except AlerterError:
                 log.exception("processing failed; retrying")
                 next_due = None

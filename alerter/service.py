@@ -35,12 +35,15 @@ from alerter.process import Processor
 from alerter.settings import Settings
 from alerter.spot.client import FeedClient, FeedSource
 from alerter.store import Store
+from alerter.vitals import Health, Vitals, verdict
 from alerter.watch import Watcher
 
 log = logging.getLogger("alerter.service")
 
 #: How long in-flight sends may finish after a stop signal.
 STOP_GRACE = 10.0
+#: A notification undelivered this long means the outbox is stuck (the service is blind).
+OUTBOX_STUCK_AFTER = 15 * 60.0
 #: How often the state's disk is probed (at most; at least once a poll interval).
 STATE_PROBE = 30.0
 
@@ -93,17 +96,27 @@ class Service:
             store, self.clock, config.targets, admin_tag=settings.admin_tag,
             zone=settings.zone, queued=self.sender.wake.set,
         )  # fmt: skip
+        self.vitals = Vitals(started_at=self.clock.now())
         self.processor = Processor(
             settings, config, store, self.clock,
-            raise_notice=self.admin, queued=self.sender.wake.set,
+            raise_notice=self.admin, queued=self.sender.wake.set, vitals=self.vitals,
         )  # fmt: skip
         self.state_watch = StateWatch(
             store, self.clock, self.admin, notifier,
-            every=min(STATE_PROBE, settings.poll_interval),
+            every=min(STATE_PROBE, settings.poll_interval), vitals=self.vitals,
         )  # fmt: skip
 
     def _raise(self, notice: AdminNotice, exclude_target: str | None) -> None:
         self.admin(notice, exclude_target)
+
+    def health(self) -> Health:
+        """Is the service alive and seeing, now (`alerter.vitals`)."""
+        return verdict(
+            self.vitals,
+            self.clock.now(),
+            interval=self.settings.poll_interval,
+            stuck_after=OUTBOX_STUCK_AFTER,
+        )
 
     def reload(self) -> bool:
         """Load rules and targets again; on a fault keep the old ones and tell the admins."""
