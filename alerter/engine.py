@@ -339,6 +339,10 @@ class _Run:
             inc = self.open_.get((device.id, name))
             if target is None or inc is None or m.unix_time < inc.started_at:
                 continue
+            if m.unix_time < inc.updated_at:
+                # Reached us late: the device repeated the event after this cancel, so
+                # the emergency goes on (a HELP pressed after a cancel is news).
+                continue
             inc = dataclasses.replace(
                 inc,
                 state=IncidentState.RESOLVED,

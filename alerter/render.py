@@ -304,7 +304,7 @@ def _position_lines(d: Decision, now: float, zone: ZoneInfo) -> list[str]:
 
 
 def _short(d: Decision, now: float, ack: str | None) -> str:
-    device = _sms(d.device.name, _SMS_DEVICE) or d.device.id
+    device = _sms(d.device.name, _SMS_DEVICE) or _sms(d.device.id, _SMS_DEVICE) or "device"
     kind, rest = _heading(
         d, _sms(d.subject, _SMS_SUBJECT), _who(device, _sms(d.feed_name, _SMS_FEED))
     )

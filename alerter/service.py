@@ -36,7 +36,7 @@ from alerter.settings import Settings
 from alerter.spot.client import FeedClient, FeedSource
 from alerter.store import Store
 from alerter.vitals import Health, Vitals, verdict
-from alerter.watch import Watcher
+from alerter.watch import Watcher, request_deadline
 
 log = logging.getLogger("alerter.service")
 
@@ -159,7 +159,7 @@ class Service:
                 session,
                 self.settings.spot_base_url,
                 self.settings.feed_format,
-                timeout=min(self.settings.request_timeout, self.settings.poll_interval * 0.9),
+                timeout=request_deadline(self.settings),
             )
 
     async def run(self, *, handle_signals: bool = True) -> None:

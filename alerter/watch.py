@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from alerter import masking
+from alerter import masking, metrics
 from alerter.clock import Clock, sleep_or_wake
 from alerter.errors import FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable, StoreError
 from alerter.models import PAGE_SIZE, SPOT_KEEPS, FeedPage, Message
@@ -46,6 +46,11 @@ LATE_OVERLAP = 2 * 3600.0
 CONFIG_FAULT_RETRY = 15 * 60.0
 
 Kind = Literal["page", "sweep", "latest"]
+
+
+def request_deadline(settings: Settings) -> float:
+    """The longest one request to SPOT may take (the client's timeout)."""
+    return min(settings.request_timeout, settings.poll_interval * 0.9)
 
 
 def margin(limit: float) -> float:
@@ -188,6 +193,11 @@ class Watcher:
         try:
             while not stop.is_set():
                 self._wake.clear()
+                if any(c.busy for c in self.cursors):
+                    # One request at a time: the next starts only after this one ended
+                    # (plus the spacing), whatever its connection set-up or SPOT's delay.
+                    await self._wake.wait()
+                    continue
                 plan = plan_next(
                     [Slot(c.feed.id, c.last_request, c.not_before, c.busy) for c in self.cursors],
                     self.last_any,
@@ -213,8 +223,9 @@ class Watcher:
     def _start(self, cur: Cursor, now: float) -> None:
         kind, start = next_kind(cur)
         try:
-            # Persist first: a crash right after sending must not forget this request.
-            self.store.record_request(cur.feed.id, now)
+            # Persist first, as the latest it could end: a crash (kill -9) while it is in
+            # flight must not let the next start count from an earlier end than its own.
+            self.store.record_request(cur.feed.id, now + request_deadline(self.settings))
         except StoreError:
             log.exception("cannot record a request time; not polling %s", cur.feed.display_name)
             cur.not_before = now + self.settings.poll_interval
@@ -242,6 +253,7 @@ class Watcher:
             log.exception("feed %s: unexpected error", cur.feed.display_name)
             self._failed(cur, FeedUnavailable("unexpected error (see log)"))
         finally:
+            metrics.SPOT_REQUEST_SECONDS.labels(cur.feed.display_name).observe(self.now() - sent_at)
             self._ended(cur)
             cur.busy = False
             self._wake.set()
@@ -258,6 +270,7 @@ class Watcher:
             log.exception("cannot record a request time of %s", cur.feed.display_name)
 
     def _succeeded(self, cur: Cursor, kind: Kind, page: FeedPage, sent_at: float) -> None:
+        metrics.SPOT_REQUESTS.labels(cur.feed.display_name, metrics.outcome_of(page)).inc()
         now = self.now()
         fid = cur.feed.id
         initial = not cur.synced
@@ -270,6 +283,7 @@ class Watcher:
         # message reached the service; the device's value is kept for the alert to show.
         messages = [with_usable_time(m, now) for m in page.messages]
         new = self.store.insert_messages(fid, messages, now, initial=initial)
+        metrics.MESSAGES_STORED.labels(cur.feed.display_name).inc(len(new))
         self.store.record_success(fid, now, page.feed_name)
         if cur.failures:
             log.info("feed %s: recovered after %d failures", cur.feed.display_name, cur.failures)
@@ -346,6 +360,7 @@ class Watcher:
         self.store.mark_synced(cur.feed.id, now)
 
     def _failed(self, cur: Cursor, exc: FeedError) -> None:
+        metrics.SPOT_REQUESTS.labels(cur.feed.display_name, exc.kind.value).inc()
         now = self.now()
         cur.failures += 1
         if isinstance(exc, FeedBlocked):
