@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+from alerter import metrics
 from alerter.clock import Clock, sleep_or_wake
 from alerter.config import Config
 from alerter.engine import EngineConfig, Evaluation, Snapshot, evaluate
@@ -33,6 +34,7 @@ from alerter.models import (
     Rendered,
 )
 from alerter.render import render, render_plain
+from alerter.rules.schema import Trigger
 from alerter.settings import Settings
 from alerter.store import Store
 from alerter.vitals import Vitals
@@ -87,8 +89,16 @@ class Processor:
         """Run the engine on `pending` (else what the store holds); render what must be
         sent (no writes)."""
         now = self.clock.now()
+        if pending is None:
+            pending = self.store.pending()
+        # Resolved incidents matter only to the devices in this batch (a late copy of an
+        # incident already dealt with) and to silence rules (a silence already alerted):
+        # loading only those keeps each cycle's work flat however many alerts went out.
+        silence = [r.name for r in self.config.rules.rules if r.when.trigger is Trigger.SILENCE]
         incidents = self.store.incidents(
-            resolved_since=now - SPOT_KEEPS - self.settings.first_start_lookback
+            resolved_since=now - SPOT_KEEPS - self.settings.first_start_lookback,
+            devices={r.message.messenger_id for r in pending},
+            rules=silence,
         )
         wanted = {i.first_message_id for i in incidents} | {i.last_message_id for i in incidents}
         snapshot = Snapshot(
@@ -98,8 +108,6 @@ class Processor:
             feed_names=self.feed_names(),
             next_incident_id=self.store.next_incident_id(),
         )
-        if pending is None:
-            pending = self.store.pending()
         result = evaluate(self.config.rules, snapshot, pending, now, self.engine_config)
         # A decision whose tags no URL carries is recorded as held back (`event`), not
         # written as a notification nobody can receive.
@@ -168,6 +176,7 @@ class Processor:
             outgoing=outgoing,
             at=now,
         )
+        metrics.count_decisions(events)
         for d in result.decisions:
             log.info("%s", describe_decision(d))
         if outgoing:

@@ -65,7 +65,7 @@ from alerter.rules.schema import RuleSet
 from alerter.settings import FeedConfig, Settings
 from alerter.spot.parse import EARLIEST_TIME, with_usable_time
 from alerter.store import Store
-from alerter.watch import Slot, Watcher, margin, plan_next
+from alerter.watch import Slot, Watcher, margin, plan_next, request_deadline
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_YML = ROOT / "rules" / "default.yml"
@@ -748,6 +748,7 @@ class FakeSpot:
     script: Sequence[Behaviour]
     started: int = 0
     killing: bool = False  # the process is being killed (kill -9)
+    deadline: float = math.inf  # the client's timeout: no request outlives it
     log: list[Request] = field(default_factory=list)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     events: Iterator[int] = field(default_factory=itertools.count)
@@ -759,7 +760,9 @@ class FakeSpot:
         how = self.script[self.started % len(self.script)]
         self.started += 1
         try:
-            await self.clock.sleep(how.duration)
+            await self.clock.sleep(min(how.duration, self.deadline))
+            if how.duration > self.deadline:
+                raise FeedUnavailable("timed out")  # as the real client's timeout does
             match how.outcome:
                 case "unavailable":
                     raise FeedUnavailable("HTTP 503")
@@ -860,6 +863,7 @@ async def simulate(run: Run, state: Path) -> list[Request]:
         feed_spacing=run.spacing,
         blocked_backoff=3 * run.interval,
     )
+    spot.deadline = request_deadline(config)
     pending = list(run.restarts)
     while spot.started < REQUESTS:
         store = Store.open(config.database)

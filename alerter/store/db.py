@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,3 +233,74 @@ class Database:
         """Forget a service-level value."""
         with self.transaction() as c:
             c.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def backup(self, path: Path, *, replace: bool = False) -> tuple[int, str, int]:
+        """Copy the database to `path` with SQLite's online backup API, then check the copy.
+
+        Safe while `alerter run` writes (it takes no lock of the service's): the copy is
+        one read snapshot (WAL), taken in one step. It is written to a private (0600)
+        file beside `path`, turned into a self-contained file (no -wal to carry along),
+        synced, checked, and only then put at `path`: an existing `path` is kept unless
+        `replace` (StoreError), and a copy that fails its check never lands there.
+        Returns the copy's size in bytes, `PRAGMA integrity_check`'s answer ("ok") and
+        its schema version.
+        """
+        target = path.absolute()
+        live = self.path.resolve()
+        if target.resolve() in {live, live.with_name(live.name + "-wal"),
+                                live.with_name(live.name + "-shm")}:  # fmt: skip
+            raise StoreError(f"{path} is the state database itself")
+        if target.exists() and not replace:
+            raise StoreError(f"{path} exists; not replaced")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(fd)  # mkstemp: created 0600, a name nobody else has
+            tmp = Path(name)
+            try:
+                copy = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    self.conn.backup(copy)  # pages=-1: the whole file from one snapshot
+                    copy.execute("PRAGMA journal_mode=DELETE")
+                finally:
+                    copy.close()
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                check = sqlite3.connect(f"{tmp.as_uri()}?mode=ro", uri=True)
+                try:
+                    integrity = "; ".join(
+                        str(r[0]) for r in check.execute("PRAGMA integrity_check").fetchall()
+                    )
+                    version = int(check.execute("PRAGMA user_version").fetchone()[0])
+                finally:
+                    check.close()
+                if integrity != "ok" or version != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the copy failed its check (integrity: {integrity}; schema {version}, "
+                        f"expected {SCHEMA_VERSION}); {path} was not written"
+                    )
+                if replace:
+                    os.replace(tmp, target)
+                else:
+                    try:
+                        os.link(tmp, target)  # atomic: fails when `path` appeared meanwhile
+                    except FileExistsError:
+                        raise
+                    except OSError:  # a file system without hard links (network, FAT)
+                        if target.exists():
+                            raise FileExistsError(target) from None
+                        os.replace(tmp, target)
+                dir_fd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except FileExistsError:
+            raise StoreError(f"{path} exists; not replaced") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"backup to {path} failed: {exc}") from exc
+        return target.stat().st_size, integrity, version

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from alerter.models import EngineEvent, HeldBack, Incident, IncidentState, Outgoing, Reason
 from alerter.store.db import Database
@@ -45,13 +46,30 @@ def _incident(row: sqlite3.Row) -> Incident:
 class Incidents(Database):
     """Incidents, their events, and the atomic commit of an evaluation."""
 
-    def incidents(self, *, resolved_since: float | None = None) -> list[Incident]:
-        """Open incidents, plus those resolved since `resolved_since` when given."""
-        rows = self._query(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents "  # noqa: S608
-            "WHERE state != 'resolved' OR resolved_at >= ? ORDER BY id",
-            (float("inf") if resolved_since is None else resolved_since,),
-        )
+    def incidents(
+        self,
+        *,
+        resolved_since: float | None = None,
+        devices: Collection[str] | None = None,
+        rules: Collection[str] = (),
+    ) -> list[Incident]:
+        """Open incidents, plus those resolved since `resolved_since` when given: of every
+        device, or only of `devices` and of `rules` (what one evaluation can need)."""
+        since = float("inf") if resolved_since is None else resolved_since
+        if devices is None:
+            rows = self._query(
+                f"SELECT {_INCIDENT_COLUMNS} FROM incidents "  # noqa: S608
+                "WHERE state != 'resolved' OR resolved_at >= ? ORDER BY id",
+                (since,),
+            )
+        else:
+            rows = self._query(
+                f"SELECT {_INCIDENT_COLUMNS} FROM incidents "  # noqa: S608
+                "WHERE state != 'resolved' OR (resolved_at >= ? AND ("
+                "  device_id IN (SELECT value FROM json_each(?))"
+                "  OR rule IN (SELECT value FROM json_each(?)))) ORDER BY id",
+                (since, json.dumps(sorted(devices)), json.dumps(sorted(rules))),
+            )
         return [_incident(r) for r in rows]
 
     def next_incident_id(self) -> int:
