@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench lock clean
+.PHONY: install test lint demo bench soak lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Memory soak check (about 4 min): exit 1 if `alerter run` grows more than 5 MiB over 3000 alerts.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 # Re-resolve the pins (needs the package registry): review the diff before committing.
 lock:
