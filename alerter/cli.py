@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import tempfile
@@ -14,37 +15,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from alerter import __version__, masking
+from alerter import __version__, logs, masking, report
 from alerter.clock import FakeClock, SystemClock
 from alerter.config import Config, load_config, read_config
-from alerter.durations import ago
 from alerter.engine import Evaluation
 from alerter.errors import AlerterError, ConfigError, FeedError, Problem, StoreError
-from alerter.health import feed_status
-from alerter.models import DeliveryState
+from alerter.export import Format, choose_device, export, parse_when
 from alerter.notify import AppriseNotifier, Targets, load_targets
 from alerter.process import Processor, render_or_plain
 from alerter.render import render_test
 from alerter.rules.loader import load_rules
-from alerter.service import Service, state_lock
-from alerter.settings import Settings, is_official_host, load_settings, mask_id
+from alerter.service import OUTBOX_STUCK_AFTER, Service, state_lock
+from alerter.settings import (
+    Settings,
+    is_official_host,
+    load_settings,
+    mask_id,
+    not_built,
+    read_settings,
+    state_dir_problem,
+    unknown_variables,
+)
 from alerter.spot.parse import parse_feed, with_usable_time
 from alerter.store import Store
 
 #: How many of an open incident's latest events `status` shows.
-STATUS_HISTORY = 10
+STATUS_HISTORY = report.HISTORY
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr, every record masked (`alerter.masking`: each registered secret in
-    any spelling, tracebacks included); Apprise and urllib3 never below INFO (at DEBUG
-    they print secrets)."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+def setup_logging(level: str, fmt: logs.Format = "text") -> None:
+    """Log to stderr as text or JSON lines (`alerter.logs`: one record per event, journald
+    priority prefixes under systemd), every record masked (`alerter.masking`: each
+    registered secret in any spelling, tracebacks included); Apprise and urllib3 never
+    below INFO (at DEBUG they print secrets)."""
+    logging.basicConfig(level=level, handlers=[logs.make_handler(sys.stderr, fmt)], force=True)
     for handler in logging.getLogger().handlers:
         masking.install_log_filter(handler)
     floor = max(logging.INFO, logging.getLevelName(level))
@@ -72,7 +76,8 @@ def _settings() -> Settings:
 def cmd_run(_: argparse.Namespace) -> int:
     """The service, in the foreground."""
     settings = _settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    logging.getLogger("alerter.cli").info("spot-alerter %s starting", __version__)
     if not settings.feeds:
         raise ConfigError([Problem("ALERTER_FEEDS", None, "no feed configured (a JSON list)")])
     config = load_config(settings)
@@ -89,28 +94,41 @@ def cmd_run(_: argparse.Namespace) -> int:
 
 
 def cmd_check(_: argparse.Namespace) -> int:
-    """Validate settings, rules and the Apprise config; print what was found."""
-    problems: list[Problem] = []
+    """Validate settings, rules and the Apprise config; print what was found.
+
+    Every problem of every part in one pass: an invalid setting is reported and taken at
+    its default, so the Apprise config and the rules are still checked. Exit 0 when all is
+    valid, 1 for any problem, 2 when a setting itself is invalid or `.env` unreadable.
+    """
     try:
-        settings = _settings()
-    except ConfigError as exc:
+        settings, invalid = read_settings()
+        problems = invalid + unknown_variables()
+    except ConfigError as exc:  # `.env` cannot be read: nothing to go on
         print_problems(exc.problems)
         return 2
+    if settings is None:
+        print_problems(problems)
+        return 2
+    masking.register_settings(settings)
     official = " (SPOT's own host)" if is_official_host(settings.spot_base_url) else ""
     print(f"settings: SPOT at {settings.spot_base_url}{official}")
+    if invalid:
+        print("  (each invalid setting, listed below, is shown at its default)")
     print(
         f"  poll every {settings.poll_interval:g}s per feed, {settings.feed_spacing:g}s between "
         f"requests; time zone {settings.timezone}; state in {settings.state_dir}"
     )
-    if not settings.feeds:
+    if not settings.feeds and not any(p.source.startswith("ALERTER_FEEDS") for p in invalid):
         problems.append(Problem("ALERTER_FEEDS", None, "no feed configured (needed by run)"))
+    if (state := state_dir_problem(settings.state_dir)) is not None:
+        problems.append(state)
     for f in settings.feeds:
         pw = "with password" if f.password else "no password"
         print(f"  feed {f.display_name}: id {mask_id(f.id)}, {pw}")
     reading = read_config(settings)
     problems.extend(reading.problems)
     targets = reading.targets
-    if targets is not None:
+    if targets.targets:
         print(f"apprise: {settings.apprise_config}: {len(targets.targets)} targets")
         for t in targets.targets:
             form = "short form" if t.short else "long form"
@@ -129,11 +147,11 @@ def cmd_check(_: argparse.Namespace) -> int:
                 f"  {r.name} ({rules.origins.get(r.name, '?')}): {r.when.trigger.value}, "
                 f"{action}, notify [{', '.join(r.notify)}]"
             )
-    for w in reading.warnings:  # odd but not wrong: said, and no reason to fail
+    for w in [*not_built(settings), *reading.warnings]:  # odd but not wrong: no reason to fail
         print(f"warning: {w}", file=sys.stderr)
     if problems:
         print_problems(problems)
-        return 1
+        return 2 if invalid else 1
     print("ok")
     return 0
 
@@ -242,52 +260,114 @@ def _show(result: Evaluation, now: float, settings: Settings) -> int:
 # -- status --------------------------------------------------------------------
 
 
-def cmd_status(_: argparse.Namespace) -> int:
-    """Open incidents with their history, each device's last message and position, feeds."""
+def cmd_status(args: argparse.Namespace) -> int:
+    """Feeds, devices, open incidents with their history, the outbox (`alerter.report`);
+    exit 1 when something needs an admin (a feed failing, a target failing, an incident
+    open)."""
     settings = _settings()
     if not settings.database.exists():
-        print(f"no state yet in {settings.state_dir} (has `alerter run` started?)")
+        print(f"no state yet in {settings.state_dir} (has `alerter run` started?)",
+              file=sys.stderr if args.json else sys.stdout)  # fmt: skip
         return 1
     store = Store.open(settings.database)
+    try:
+        now = SystemClock().now()
+        health = report.state_health(store, settings, now, stuck_after=OUTBOX_STUCK_AFTER)
+        status = report.build(store, settings, now, health, judged_by="state database")
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(status, indent=2, ensure_ascii=False))
+    else:
+        print(report.text(status))
+    return 1 if status["needs_admin"] else 0
+
+
+# -- export, backup --------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A device's stored track, oldest first, as GPX, GeoJSON or CSV (stdout or a file)."""
+    settings = _settings()
     now = SystemClock().now()
-    print("feeds:")
-    states = store.feed_states()
-    names = settings.feed_names({fid: st.name for fid, st in states.items()})
-    counts = store.message_counts()
-    started = float(store.get_meta("started_at") or 0)
-    for fid, st in states.items():
-        health = feed_status(st, now, started, settings.feed_failing_after)
-        last = ago(st.last_request, now)
-        ok = ago(st.last_success, now)
-        # Masked again: a row stored by an older version may hold a secret.
-        err = (
-            f"; last error: {masking.mask(st.last_error or '')} ({st.failures}x)"
-            if st.failures
-            else ""
-        )
-        print(f"  {names[fid]}: {health}; last poll {last}; last good answer {ok}; "
-              f"{counts.get(fid, 0)} messages stored{err}")  # fmt: skip
-    print("devices:")
-    devices = store.devices()
-    for dev in sorted(devices.values(), key=lambda d: d.name.lower()):
-        m = dev.last.message if dev.last else None
-        if m is None:
-            continue
-        where = f"{m.latitude:.5f}, {m.longitude:.5f}" if m.has_position else "no GPS fix"
-        print(f"  {dev.name} ({dev.id}): {m.type} {ago(m.unix_time, now)}, {where}"
-              + (f", battery {m.battery}" if m.battery else ""))  # fmt: skip
-    open_ = [i for i in store.incidents() if i.is_open]
-    print(f"open incidents: {len(open_) or 'none'}")
-    for i in open_:
-        who = devices[i.device_id].name if i.device_id in devices else i.device_id
-        print(f"  #{i.id} {i.rule} for {who}: {i.state.value} since {ago(i.started_at, now)}, "
-              f"{i.reminders} reminders, escalation {i.escalation}")  # fmt: skip
-        for e in store.history(i.id or 0)[-STATUS_HISTORY:]:
-            told = "notified" if e.notified else f"nobody told: {e.held_back or 'recorded only'}"
-            print(f"    {ago(e.at, now)}: {e.reason.value}; {told}")
-    deliveries = store.delivery_counts()
-    print("outbox: " + ", ".join(f"{deliveries.get(s, 0)} {s}" for s in DeliveryState))
-    store.close()
+    try:
+        since = parse_when(args.since, now) if args.since else None
+        until = parse_when(args.until, now) if args.until else None
+    except ValueError as exc:
+        print(f"alerter: {exc}", file=sys.stderr)
+        return 2
+    if since is not None and until is not None and since > until:
+        print("alerter: --since is after --until", file=sys.stderr)
+        return 2
+    if not settings.database.exists():
+        print(f"alerter: no state yet in {settings.state_dir}", file=sys.stderr)
+        return 1
+    store = Store.open(settings.database)
+    try:
+        try:
+            device = choose_device(store.devices().values(), args.device)
+        except LookupError as exc:
+            print(f"alerter: {exc.args[0]}", file=sys.stderr)
+            return 1
+        track = store.track(device.id, since, until)
+        names = settings.feed_names({fid: st.name for fid, st in store.feed_states().items()})
+    finally:
+        store.close()
+    fmt = Format(args.format)
+    result = export(fmt, track, device, names)
+    data = result.text.encode()
+    if args.output in (None, "-"):
+        where = "stdout"
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        # Positions of people: private (0600) like the state, and never half written.
+        target = Path(args.output).absolute()
+        where = str(args.output)
+        written: Path | None = None
+        try:
+            with tempfile.NamedTemporaryFile(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+            ) as tmp:
+                written = Path(tmp.name)
+                tmp.write(data)
+            written.replace(target)
+        except OSError as exc:
+            if written is not None:
+                written.unlink(missing_ok=True)
+            print(f"alerter: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    left_out = f"; {result.left_out} without a GPS fix left out" if result.left_out else ""
+    print(f"{device.name} ({device.id}): {result.written} messages as {fmt.value} to "
+          f"{where}{left_out}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of the state database (SQLite's online backup), then checked."""
+    settings = _settings()
+    if not settings.database.exists():
+        print(f"alerter: no state yet in {settings.state_dir}", file=sys.stderr)
+        return 1
+    path = Path(args.file)
+    if path.is_dir():
+        print(f"alerter: {path} is a directory; name the backup file", file=sys.stderr)
+        return 1
+    if path.exists() and not args.force:
+        print(f"alerter: {path} exists; --force replaces it", file=sys.stderr)
+        return 1
+    # No state lock: the backup API reads one snapshot beside a running service (WAL).
+    store = Store.open(settings.database)
+    try:
+        size, integrity, version = store.backup(path, replace=args.force)
+    except StoreError as exc:
+        print(f"alerter: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"backup: {path} ({size} bytes)")
+    print(f"checked: integrity_check {integrity}, schema version {version}")
     return 0
 
 
@@ -319,7 +399,21 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="recorded feed responses through the rules (dry run)")
     r.add_argument("files", nargs="+", metavar="FILE")
     r.set_defaults(fn=cmd_replay)
-    sub.add_parser("status", help="incidents, devices and feeds").set_defaults(fn=cmd_status)
+    e = sub.add_parser("export", help="a device's stored track as GPX, GeoJSON or CSV")
+    e.add_argument("--device", required=True, help="the device's name (any case) or id")
+    e.add_argument("--format", required=True, choices=[f.value for f in Format])
+    when = "an ISO date/time (UTC unless it has an offset) or a duration ago (6h, 2d)"
+    e.add_argument("--since", metavar="WHEN", help=f"messages from then on: {when}")
+    e.add_argument("--until", metavar="WHEN", help=f"messages up to then (included): {when}")
+    e.add_argument("--output", "-o", metavar="FILE", help="write here (0600), not to stdout")
+    e.set_defaults(fn=cmd_export)
+    b = sub.add_parser("backup", help="a consistent copy of the state, safe while running")
+    b.add_argument("file", metavar="FILE", help="the copy (created 0600)")
+    b.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    b.set_defaults(fn=cmd_backup)
+    st = sub.add_parser("status", help="incidents, devices and feeds; exit 1 if an admin is needed")
+    st.add_argument("--json", action="store_true", help="the report as JSON (as /status shows it)")
+    st.set_defaults(fn=cmd_status)
     return p
 
 
@@ -333,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StoreError as exc:
         print(f"alerter: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder the command needs cannot be used: one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"alerter: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except AlerterError as exc:
         print(f"alerter: {exc}", file=sys.stderr)

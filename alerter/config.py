@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from alerter.errors import ConfigError, Problem
-from alerter.notify import Targets, load_targets
+from alerter.notify import Targets, read_targets
 from alerter.rules.loader import load_rules
 from alerter.rules.schema import RuleSet
 from alerter.settings import Settings
@@ -27,11 +27,13 @@ class Config:
 class Reading:
     """What could be read of each part, every problem found, and what is only odd.
 
-    `warnings` (a type SPOT is not known to send, ...) stop nothing: `check` prints them
-    and still succeeds; `run` starts with them (the RuleSet carries them too).
+    `targets` holds what Apprise can use even when some entries are wrong (so `check`
+    shows them); `rules` is None when any rule is wrong. `warnings` (a type SPOT is not
+    known to send, ...) stop nothing: `check` prints them and still succeeds; `run`
+    starts with them (the RuleSet carries them too).
     """
 
-    targets: Targets | None
+    targets: Targets
     rules: RuleSet | None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
@@ -40,27 +42,26 @@ class Reading:
 def read_config(settings: Settings) -> Reading:
     """Read the Apprise config and the rules (whose tags must exist); collect problems.
 
-    The rules are checked against the poll interval: no `repeat`, `updates`, escalation
-    or silence may be shorter than the time the service needs to see anything new.
+    One pass, whatever is wrong: a broken Apprise entry does not hide a rule's unknown tag
+    (tags are checked against every tag written in the Apprise config, usable entry or
+    not; only when no entry could be read at all are they left unchecked). The rules are
+    checked against the poll interval: no `repeat`, `updates`, escalation or silence may
+    be shorter than the time the service needs to see anything new.
     """
-    problems: list[Problem] = []
-    targets: Targets | None = None
+    apprise = read_targets(settings.apprise_config)
+    problems = list(apprise.problems)
     rules: RuleSet | None = None
     try:
-        targets = load_targets(settings.apprise_config)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    known_tags = targets.tags() if targets is not None and targets.targets else None
-    try:
         rules = load_rules(
-            settings.rules, known_tags=known_tags, min_interval=settings.poll_interval
+            settings.rules, known_tags=apprise.tags, min_interval=settings.poll_interval
         )
     except ConfigError as exc:
         problems.extend(exc.problems)
     else:
         if not rules.rules:
             problems.append(Problem(str(settings.rules), None, "no rules: nobody would be alerted"))
-    return Reading(targets, rules, problems, list(rules.warnings) if rules is not None else [])
+    warnings = list(rules.warnings) if rules is not None else []
+    return Reading(apprise.targets, rules, problems, warnings)
 
 
 def load_config(settings: Settings) -> Config:
@@ -69,5 +70,4 @@ def load_config(settings: Settings) -> Config:
     if reading.problems:
         raise ConfigError(reading.problems)
     assert reading.rules is not None
-    assert reading.targets is not None
     return Config(reading.rules, reading.targets)

@@ -154,6 +154,7 @@ async def run_demo(speed: float = 75.0, out: TextIO = sys.stdout) -> int:
             state_dir=root / "state",
             timezone="Europe/Zurich",
             request_timeout=5,
+            http_listen="",  # the demo serves no web page; never take the service's port
         )
         store = Store.open(settings.database)
         service = Service(settings, load_config(settings), store, clock=clock)

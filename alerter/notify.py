@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -175,65 +175,319 @@ def _apprise_silenced() -> Iterator[None]:
         logger.removeFilter(only_here)
 
 
-def _entries(content: str, fmt: Any) -> list[tuple[int, str, str]]:
-    """Each URL entry of the config: (line, text alone as a config of the same format, scheme)."""
-    if fmt == "yaml":
-        root = yaml.compose(content, Loader=yaml.SafeLoader)
-        if not isinstance(root, yaml.MappingNode):
-            return []
-        out = []
-        for key, value in root.value:
-            if key.value != "urls" or not isinstance(value, yaml.SequenceNode):
-                continue
-            for item in value.value:
-                data = yaml.safe_load(yaml.serialize(item))
-                url = data if isinstance(data, str) else next(iter(data), "") if data else ""
-                doc = yaml.safe_dump({"version": 1, "urls": [data]})
-                out.append((item.start_mark.line + 1, doc, _scheme(str(url))))
-        return out
-    out = []
+# -- reading the Apprise config, with every problem named ---------------------------------
+
+# Apprise's own pattern of a TEXT line (apprise/config/base.py): `[TAGS=]URL`, a comment,
+# a tag group (`group=tag, tag`) or `include`. A line it does not match voids the whole file.
+_TEXT_LINE = re.compile(
+    r"^(?:[;#].*|(?:(?P<tags>[a-z0-9,_:-]+(?:[ \t]+[a-z0-9,_:-]+)*)\s*=|=)?\s*"
+    r"(?:(?P<url>[a-z0-9]{1,32}://.*)|(?P<assign>[a-z0-9,_-]+(?:[ \t]+[a-z0-9,_-]+)*))|"
+    r"include\s+(?P<include>.+))?$",
+    re.IGNORECASE,
+)
+# Tags written before a URL without the `=`: `rescue json://...`, `rescue: json://...`.
+_TAGS_WITHOUT_EQUALS = re.compile(
+    r"^(?P<tags>[a-z0-9,_-]+(?:[ \t,]+[a-z0-9,_-]+)*):?[ \t]+(?P<scheme>[a-z0-9]{1,32})://",
+    re.IGNORECASE,
+)
+_TAG_SPLIT = re.compile(r"[\s,]+")
+_YAML_TOP = re.compile(r"^(?:urls|version)\s*:", re.MULTILINE)
+# A tag setting written without its colon: `- tag rescue`.
+_TAG_WITHOUT_COLON = re.compile(r"^(?P<key>tags?)\s+(?P<tags>[\w, -]{1,60})$", re.IGNORECASE)
+_ARG_KEY = re.compile(r"^[A-Za-z_][\w-]{0,30}$")
+
+#: What admins leave in a URL copied from an example, each with the label a problem shows
+#: (never the text found: it sits where a secret goes).
+_PLACEHOLDERS = (
+    (re.compile(r"<[^<>]*>"), "<…>"),
+    (
+        re.compile(
+            r"YOUR[A-Z_-]|(?i:your)[-_]?[-_a-z0-9]*?(?i:token|password|pass|key|secret|user|name"
+            r"|host|domain|mail|id|chat|channel|webhook|hook|topic|number|phone|account|sid|auth)"
+        ),
+        "YOUR…",
+    ),
+    (re.compile(r"(?i:(?<![a-z0-9])x{4,}|x{4,}(?![a-z0-9]))"), "xxxx"),
+    (re.compile(r"(?i:(?:^|(?<=[.@/:]))example\.(?:com|org|net)(?![a-z0-9-]))"), "example.com"),
+    (re.compile(r"(?i:change[-_]?me)"), "changeme"),
+    (re.compile(r"(?i:replace[-_ ]?(?:me|with|this))"), "REPLACE-ME"),
+    (re.compile(r"(?i:placeholder)"), "placeholder"),
+)
+
+
+def _placeholders(strings: Iterable[str]) -> list[str]:
+    """The kinds of placeholder found in `strings`, by label, in a fixed order."""
+    return [label for pattern, label in _PLACEHOLDERS if any(pattern.search(s) for s in strings)]
+
+
+def _has_host(url: str) -> bool:
+    """True when something stands between `scheme://` and the path, query or port."""
+    authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    host = authority.rpartition("@")[2]
+    return bool(host) and not host.startswith(":")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One URL of the config as written (its URL and values may be secret: never printed)."""
+
+    line: int
+    text: str  # the entry alone, as a config of the same format
+    bare: str  # its URL alone, as a config of the same format
+    url: str
+    strings: tuple[str, ...]  # the URL and every value written for it but tags
+    tags: frozenset[str]  # the tags written on it
+    host_given: bool = False  # a YAML `host:` setting supplies the host
+    faults: tuple[tuple[int, str], ...] = ()  # (line, message): its shape is wrong
+
+
+@dataclass(frozen=True, slots=True)
+class TargetsReading:
+    """What could be read of an Apprise config, and every problem in it.
+
+    `targets`: what Apprise can use (all of it when there is no problem). `tags`: every tag
+    written on a URL, usable or not, so rules are still checked against them; None when no
+    URL could be read at all (an unreadable file, a YAML syntax error, no URL).
+    """
+
+    targets: Targets
+    problems: list[Problem]
+    tags: frozenset[str] | None
+
+
+def _tags_of(value: object) -> set[str]:
+    """Tags as Apprise reads a `tag:` value: a list, or words split by commas and spaces."""
+    items = value if isinstance(value, list) else [value]
+    return {t for item in items if item is not None for t in _TAG_SPLIT.split(str(item)) if t}
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() if str(k) not in ("tag", "tags") for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def _scalar_fault(node: yaml.ScalarNode) -> tuple[int, str, set[str]]:
+    """A bare word where a `key: value` setting belongs (under a URL), and the tags it
+    meant (they count as written: the fault is said once, not again as unknown tags)."""
+    line = node.start_mark.line + 1
+    m = _TAG_WITHOUT_COLON.match(str(node.value).strip())
+    if m:
+        message = f"'{m['key']} {m['tags']}' has no colon: write '{m['key']}: {m['tags']}'"
+        return line, message, _tags_of(m["tags"])
+    return line, "expected a `key: value` setting under the URL above (a colon missing?)", set()
+
+
+def _yaml_entry(item: yaml.Node) -> _Entry:
+    """One item of `urls:`: `- URL`, or `- URL:` with its settings (a list or a mapping)."""
+    line = item.start_mark.line + 1
+    data = yaml.safe_load(yaml.serialize(item))
+    faults: list[tuple[int, str]] = []
+    url, args, arg_nodes = "", None, None
+    if isinstance(item, yaml.ScalarNode):
+        url = "" if data is None else str(data)
+    elif isinstance(item, yaml.MappingNode) and item.value:
+        (key, arg_nodes), *others = item.value
+        url, args = str(key.value), data.get(key.value) if isinstance(data, dict) else None
+        for other, _ in others:  # Apprise reads the first key only, silently
+            name = str(other.value) if isinstance(other, yaml.ScalarNode) else ""
+            faults.append(
+                (
+                    other.start_mark.line + 1,
+                    f"'{name}' is at the level of the URL above it: indent it under that URL"
+                    if _ARG_KEY.match(name)
+                    else "a second URL in one entry: start it with its own '- '",
+                )
+            )
+    settings_nodes: list[yaml.Node] = []
+    bare_words: list[yaml.ScalarNode] = []
+    if isinstance(arg_nodes, yaml.ScalarNode) and arg_nodes.tag != "tag:yaml.org,2002:null":
+        bare_words.append(arg_nodes)
+    elif isinstance(arg_nodes, yaml.SequenceNode):
+        for node in arg_nodes.value:
+            (bare_words if isinstance(node, yaml.ScalarNode) else settings_nodes).append(node)
+    elif isinstance(arg_nodes, yaml.MappingNode):
+        settings_nodes.append(arg_nodes)
+    tags: set[str] = set()
+    for word in bare_words:
+        fault_line, message, meant = _scalar_fault(word)
+        faults.append((fault_line, message))
+        tags |= meant
+    for node in settings_nodes:
+        for key, _ in node.value if isinstance(node, yaml.MappingNode) else []:
+            if "://" in str(key.value):  # a URL indented under another: Apprise drops it
+                faults.append(
+                    (
+                        key.start_mark.line + 1,
+                        f"a URL ({_scheme(str(key.value))}://…) among the settings of the URL "
+                        "above it: start it with its own '- ' at that URL's level",
+                    )
+                )
+    dicts = [a for a in (args if isinstance(args, list) else [args]) if isinstance(a, dict)]
+    tags = tags.union(*(_tags_of(d.get("tag", d.get("tags"))) for d in dicts))
+    return _Entry(
+        line=line,
+        text=yaml.safe_dump({"version": 1, "urls": [data]}),
+        bare=yaml.safe_dump({"version": 1, "urls": [url]}),
+        url=url,
+        strings=(url, *_strings(dicts)),
+        tags=frozenset(tags),
+        host_given=any("host" in d for d in dicts),
+        faults=tuple(faults),
+    )
+
+
+def _yaml_entries(content: str, report: Callable[[int | None, str], None]) -> list[_Entry]:
+    root = yaml.compose(content, Loader=yaml.SafeLoader)
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        report(root.start_mark.line + 1, "not an Apprise config: expected `urls:` with a list")
+        return []
+    entries: list[_Entry] = []
+    shared: set[str] = set()  # a top-level `tag:` applies to every URL
+    for key, value in root.value:
+        line = key.start_mark.line + 1
+        if key.value == "include":
+            report(line, "`include` is not supported: list URLs here")
+        elif key.value == "tag":
+            shared |= _tags_of(yaml.safe_load(yaml.serialize(value)))
+        elif key.value == "urls" and isinstance(value, yaml.SequenceNode):
+            entries.extend(_yaml_entry(item) for item in value.value)
+        elif key.value == "urls" and value.tag != "tag:yaml.org,2002:null":
+            report(line, "`urls:` must be a list, each URL starting with '- '")
+    return [replace(e, tags=e.tags | shared) for e in entries]
+
+
+def _text_entries(content: str, report: Callable[[int | None, str], None]) -> list[_Entry]:
+    entries: list[_Entry] = []
     for number, raw in enumerate(content.splitlines(), start=1):
         line = raw.strip()
-        if not line or line[0] in "#;" or "://" not in line:
+        m = _TEXT_LINE.match(line)
+        if not line:
             continue
-        out.append((number, line, _scheme(line)))
-    return out
+        if m and m["include"]:
+            report(number, "`include` is not supported: list URLs here")
+        elif m and m["url"]:
+            tags = _tags_of(m["tags"] or "")
+            entries.append(_Entry(number, line, m["url"], m["url"], (m["url"],), frozenset(tags)))
+        elif m and (m["tags"] or not m["assign"]):
+            continue  # a comment, or a tag group (`group=tag, tag`)
+        elif missing := _TAGS_WITHOUT_EQUALS.match(line):
+            tags = _tags_of(missing["tags"])
+            url = line[missing.end("tags") :].lstrip(": \t")
+            fault = (
+                f"tags and URL need '=' between them: write "
+                f"'{','.join(sorted(tags))}={missing['scheme']}://…'"
+            )
+            entries.append(
+                _Entry(number, line, url, url, (url,), frozenset(tags), faults=((number, fault),))
+            )
+        elif "://" in line:  # Apprise cannot read it: said as before, scheme only
+            entries.append(_Entry(number, line, line, line, (line,), frozenset()))
+        else:
+            report(number, "not an Apprise TEXT line (`TAGS=URL`, a `#` comment or a tag group)")
+    return entries
 
 
-def load_targets(path: Path) -> Targets:
-    """Targets from an Apprise config (YAML or TEXT); ConfigError names each bad URL, masked."""
+def _judge(source: str, fmt: str, entry: _Entry, services: list[Any]) -> list[Problem]:
+    """The problems of one entry, given what Apprise made of it: never a secret in them."""
+    problems = [Problem(source, line, message) for line, message in entry.faults]
+
+    def report(message: str) -> None:
+        problems.append(Problem(source, entry.line, message))
+
+    scheme = _scheme(entry.url)
+    what = f"this URL: {scheme}://… (masked)" if scheme else "this entry (masked)"
+    found = _placeholders(entry.strings)
+    if found:  # the admin's next step either way: no use judging the URL further
+        report(f"placeholder left in {what}: {', '.join(found)}: put in the real values, "
+               "or delete the entry")  # fmt: skip
+        return problems
+    if entry.faults:  # judge the URL alone: was it the shape, or the URL too?
+        services = list(ConfigBase.config_parse(entry.bare, config_format=fmt)[0])
+    if not services:
+        reason = ": it has no host" if scheme and not _has_host(entry.url) else ""
+        report(f"Apprise cannot use {what}{reason}")
+    for plugin in services:
+        token = getattr(plugin, "template_tokens", {}).get("host") or {}
+        if token.get("required") and (
+            not getattr(plugin, "host", None) or not (_has_host(entry.url) or entry.host_given)
+        ):  # `json://`: Apprise takes it, and every send would fail
+            report(f"this URL has no host: {scheme}://… (masked)")
+        elif getattr(plugin, "topics", None) == []:  # `ntfys://ntfy.sh`: nobody would read it
+            report(f"this URL names no topic: {scheme}://… (masked)")
+    return problems
+
+
+def _config_format(content: str, path: Path) -> str:
+    """YAML or TEXT as Apprise detects it, by its first line; by the file's name when that
+    line is wrong, or reads as YAML (`rescue: json://...`) in a TEXT file without `urls:`."""
+    fmt = ConfigBase.detect_config_format(content)
+    named_yaml = path.suffix.lower() in (".yml", ".yaml")
+    if fmt and (fmt.value != "yaml" or named_yaml or _YAML_TOP.search(content)):
+        return str(fmt.value)
+    return "yaml" if named_yaml else "text"
+
+
+def read_targets(path: Path) -> TargetsReading:
+    """An Apprise config (YAML or TEXT): its targets, and every problem, each at its line.
+
+    Besides what Apprise refuses: a placeholder left from an example (`YOUR…`, `xxxx`,
+    `example.com`, `<…>`, `changeme`, `REPLACE-ME`), a URL without host or topic, a tag
+    line without its colon (blamed on that line), tags before a TEXT URL without `=`, a
+    setting at the URL's level, YAML syntax errors with the parser's words. Problems name
+    the scheme only: the rest of a URL may be secret.
+    """
     source = str(path)
-    try:
-        content = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(source, None, f"cannot read: {exc.strerror}")]) from None
-    fmt_enum = ConfigBase.detect_config_format(content)
-    if not fmt_enum:
-        raise ConfigError([Problem(source, None, "not an Apprise config (YAML or TEXT)")])
-    fmt = fmt_enum.value
     problems: list[Problem] = []
+
+    def report(line: int | None, message: str) -> None:
+        problems.append(Problem(source, line, message))
+
+    def unreadable(message: str, line: int | None = None) -> TargetsReading:
+        return TargetsReading(Targets((), source), [Problem(source, line, message)], None)
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return unreadable(f"cannot read: {exc.strerror or exc}")
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return unreadable(f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save it as UTF-8", line)
+    fmt = _config_format(content, path)
+    services: list[Any] = []
     with _apprise_silenced():
         try:
-            entries = _entries(content, fmt)
+            entries = (_yaml_entries if fmt == "yaml" else _text_entries)(content, report)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise ConfigError([Problem(source, line, "YAML syntax error")]) from None
-        for line, text, scheme in entries:
-            services, _ = ConfigBase.config_parse(text, config_format=fmt)
-            if not services:
-                what = f"this URL: {scheme}://…" if scheme else "this entry"
-                problems.append(Problem(source, line, f"Apprise cannot use {what} (masked)"))
-        services, includes = ConfigBase.config_parse(content, config_format=fmt)
-    if includes:
-        problems.append(Problem(source, None, "`include` is not supported: list URLs here"))
-    if not services and not problems:
-        problems.append(Problem(source, None, "no notification URL found"))
-    if problems:
-        raise ConfigError(problems)
+            detail = getattr(exc, "problem", None) or "cannot be parsed"
+            return unreadable(
+                f"YAML syntax error: {detail}", mark.line + 1 if mark is not None else None
+            )
+        tags: set[str] = set()
+        for entry in entries:
+            found: list[Any] = list(ConfigBase.config_parse(entry.text, config_format=fmt)[0])
+            problems.extend(_judge(source, fmt, entry, found))
+            services.extend(found)
+            tags |= entry.tags | {str(t) for plugin in found for t in plugin.tags}
+        if not problems:  # the whole file, as the service will read it (top-level settings)
+            services = list(ConfigBase.config_parse(content, config_format=fmt)[0])
+    if not entries and not problems:
+        report(None, "no notification URL found")
+    problems.sort(key=lambda p: p.line or 0)
+    targets = _targets(services, source)
+    return TargetsReading(targets, problems, frozenset(tags | targets.tags()) if entries else None)
+
+
+def _targets(services: list[Any], source: str) -> Targets:
     # Their secrets are masked wherever text leaves the process (logs, stored errors).
-    plugins: list[Any] = list(services)
-    masking.register_urls(str(plugin.url(privacy=False)) for plugin in plugins)
+    masking.register_urls(str(plugin.url(privacy=False)) for plugin in services)
     merged: dict[str, Target] = {}
     for service in services:
         target = _target(service)
@@ -246,6 +500,14 @@ def load_targets(path: Path) -> Targets:
             else replace(seen, tags=seen.tags | target.tags, short=seen.short or target.short)
         )
     return Targets(tuple(merged.values()), source)
+
+
+def load_targets(path: Path) -> Targets:
+    """Targets from an Apprise config (YAML or TEXT); ConfigError names each problem, masked."""
+    reading = read_targets(path)
+    if reading.problems:
+        raise ConfigError(reading.problems)
+    return reading.targets
 
 
 @dataclass(frozen=True, slots=True)

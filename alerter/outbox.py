@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
+from alerter import metrics
 from alerter.backoff import delay_for, exponential
 from alerter.clock import Clock, sleep_or_wake
 from alerter.errors import StoreError
@@ -194,6 +195,7 @@ class Sender:
             else:
                 log.info("outbox: dropping %r to %s: %s", d.title, d.label, why)
                 self.store.drop_delivery(d.id, why)
+                metrics.count_notification(self.targets.get(d.target), "dropped")
         keep.sort(key=lambda d: (d.target, d.notification_id))
         queues: list[tuple[Target, list[Delivery]]] = []
         for target_id, ds in groupby(keep, key=lambda d: d.target):
@@ -238,6 +240,7 @@ class Sender:
     def record(self, d: Delivery, result: SendResult) -> None:
         """Record the attempt (sent only now) and the target's health."""
         now = self.clock.now()
+        metrics.count_notification(self.targets.get(d.target), "sent" if result.ok else "failed")
         if result.ok:
             self.store.mark_sent(d.id, now)
             log.info("outbox: sent %r to %s", d.title, d.label)

@@ -28,15 +28,19 @@ from alerter.admin import AdminNotices, StateWatch
 from alerter.clock import Clock, SystemClock, sleep_or_wake
 from alerter.config import Config, load_config
 from alerter.errors import ConfigError, StoreError
+from alerter.heartbeat import Heartbeat
 from alerter.models import AdminKind, AdminNotice
 from alerter.notify import AppriseNotifier, Notifier
 from alerter.outbox import Sender
 from alerter.process import Processor
+from alerter.retention import Pruner
 from alerter.settings import Settings
 from alerter.spot.client import FeedClient, FeedSource
 from alerter.store import Store
+from alerter.systemd import SystemdNotifier, describe_status
 from alerter.vitals import Health, Vitals, verdict
 from alerter.watch import Watcher, request_deadline
+from alerter.web import WebServer
 
 log = logging.getLogger("alerter.service")
 
@@ -105,6 +109,17 @@ class Service:
             store, self.clock, self.admin, notifier,
             every=min(STATE_PROBE, settings.poll_interval), vitals=self.vitals,
         )  # fmt: skip
+        self.web = WebServer(settings, store, self.clock, self.health)
+        url = settings.heartbeat_url
+        self.heartbeat = Heartbeat(
+            url.get_secret_value() if url else None, self.health, self.clock,
+            interval=settings.poll_interval,
+        )  # fmt: skip
+        self.systemd = SystemdNotifier(
+            self.health, self.clock,
+            ready=lambda: self.vitals.last_cycle is not None,
+            status=lambda h: describe_status(len(settings.feeds), len(store.incidents()), h),
+        )  # fmt: skip
 
     def _raise(self, notice: AdminNotice, exclude_target: str | None) -> None:
         self.admin(notice, exclude_target)
@@ -168,16 +183,27 @@ class Service:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self.systemd.around_reload(self.reload))
+        # Beside the pipeline, from the start: a service blind at start still says so.
+        beside = (
+            asyncio.create_task(self.systemd.run(self.stop_event), name="systemd"),
+            asyncio.create_task(self.heartbeat.run(self.stop_event), name="heartbeat"),
+        )
         try:
-            await self.state_watch.check()
-            while not self.state_watch.writable and not self.stop_event.is_set():
-                # Blind from the start: the admins were told; start once the disk works.
-                await sleep_or_wake(self.clock, self.state_watch.every, self.stop_event)
+            # The web server first: /healthz answers (503) even while blind at start.
+            async with self.web.serving():
                 await self.state_watch.check()
-            if not self.stop_event.is_set():
-                await self._run_tasks()
+                while not self.state_watch.writable and not self.stop_event.is_set():
+                    # Blind from the start: the admins were told; start once the disk works.
+                    await sleep_or_wake(self.clock, self.state_watch.every, self.stop_event)
+                    await self.state_watch.check()
+                if not self.stop_event.is_set():
+                    await self._run_tasks()
         finally:
+            self.stop_event.set()
+            for task in beside:
+                task.cancel()
+            await asyncio.gather(*beside, return_exceptions=True)
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
@@ -199,7 +225,12 @@ class Service:
             processing = asyncio.create_task(self.processor.run(self.stop_event), name="process")
             sending = asyncio.create_task(self.sender.run(self.stop_event), name="send")
             probing = asyncio.create_task(self.state_watch.run(self.stop_event), name="state")
-            tasks = (watching, processing, sending, probing)
+            pruner = Pruner(
+                self.store, self.clock, self.settings.retention,
+                lookback=self.settings.first_start_lookback,
+            )  # fmt: skip
+            pruning = asyncio.create_task(pruner.run(self.stop_event), name="prune")
+            tasks = (watching, processing, sending, probing, pruning)
             try:
                 done, _ = await asyncio.wait(
                     (asyncio.ensure_future(self.stop_event.wait()), *tasks),
@@ -212,6 +243,7 @@ class Service:
                 self.stop()
                 watching.cancel()
                 probing.cancel()
+                pruning.cancel()
                 _, pending = await asyncio.wait((processing, sending), timeout=STOP_GRACE)
                 for task in pending:
                     log.warning("stopping: %s did not finish in time; its sends stay queued",

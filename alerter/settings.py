@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
+import io
+import json
+import os
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -18,7 +25,15 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from alerter.durations import parse_duration
 from alerter.errors import ConfigError, Problem
@@ -28,7 +43,23 @@ OFFICIAL_BASE_URL = "https://api.findmespot.com/spot-main-web/consumer/rest-api/
 OFFICIAL_MIN_INTERVAL = 150.0
 OFFICIAL_MIN_SPACING = 2.0
 
+PREFIX = "ALERTER_"
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _feeds_from_json(value: object) -> object:
+    """ALERTER_FEEDS as written (a JSON list); its error says where, never what (passwords)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ValueError("not valid JSON: nested too deeply") from None
 
 
 class FeedConfig(BaseModel):
@@ -51,6 +82,10 @@ class FeedConfig(BaseModel):
     def display_name(self) -> str:
         """The name admins gave it, else the masked id."""
         return self.name or mask_id(self.id)
+
+
+#: Read by us, not by pydantic-settings, so that a JSON error says where it is.
+Feeds = Annotated[list[FeedConfig], NoDecode, BeforeValidator(_feeds_from_json)]
 
 
 def mask_id(feed_id: str) -> str:
@@ -76,7 +111,7 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
     )
 
-    feeds: list[FeedConfig] = Field(default_factory=list)
+    feeds: Feeds = Field(default_factory=list)
     spot_base_url: str = OFFICIAL_BASE_URL
     feed_format: Literal["xml", "json"] = "xml"
     poll_interval: Duration = OFFICIAL_MIN_INTERVAL
@@ -96,6 +131,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     status_token: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: How long stored messages are kept (`alerter.retention`); None: for ever.
+    retention: Duration | None = None
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("timezone")
     @classmethod
@@ -142,6 +180,13 @@ class Settings(BaseSettings):
             )
         return v
 
+    @field_validator("retention")
+    @classmethod
+    def _positive_or_unset(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be more than 0 seconds (leave it unset to keep everything)")
+        return v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
@@ -154,6 +199,18 @@ class Settings(BaseSettings):
         if len(set(ids)) != len(ids):
             raise ValueError("a feed id is listed twice")
         return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment without the quotes `docker run --env-file` leaves on values."""
+        return init_settings, _UnquotedEnv(settings_cls), dotenv_settings, file_secret_settings
 
     @property
     def zone(self) -> ZoneInfo:
@@ -173,20 +230,224 @@ class Settings(BaseSettings):
         return names
 
 
+# -- the environment as `docker run --env-file` passes it -------------------------------
+
+#: What python-dotenv replaces inside quotes (double: these; single: only \\ and \').
+_ESCAPES = {
+    "\\\\": "\\", "\\'": "'", '\\"': '"', "\\a": "\a", "\\b": "\b", "\\f": "\f",
+    "\\n": "\n", "\\r": "\r", "\\t": "\t", "\\v": "\v",
+}  # fmt: skip
+_QUOTE_ESCAPES = {'"': re.compile(r"\\[\\'\"abfnrtv]"), "'": re.compile(r"\\[\\']")}
+
+
+def unquote(value: str) -> str:
+    """`value` without one pair of matching surrounding quotes, read as python-dotenv reads
+    a quoted value in `.env`; any other value unchanged.
+
+    `docker run --env-file .env` keeps quotes literally: `ALERTER_FEEDS='[...]'` reaches the
+    environment with its quotes. Unwrapped here, one `.env` means the same to both readers.
+    """
+    text = value.strip()
+    if len(text) < 2 or text[0] != text[-1] or text[0] not in _QUOTE_ESCAPES:
+        return value
+    return _QUOTE_ESCAPES[text[0]].sub(lambda m: _ESCAPES[m.group(0)], text[1:-1])
+
+
+class _UnquotedEnv(EnvSettingsSource):
+    """The environment, each `ALERTER_*` value with one pair of surrounding quotes removed."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        out: dict[str, str | None] = {}
+        for key, value in super()._load_env_vars().items():
+            plain = (
+                unquote(value) if value is not None and key.upper().startswith(PREFIX) else value
+            )
+            if not (self.env_ignore_empty and plain == ""):  # `X=''` is unset, like `X=`
+                out[key] = plain
+        return out
+
+
+# -- reading, with every problem named ---------------------------------------------------
+
+
+def _env_text(env_file: str | Path | None) -> str | None:
+    """The text of `.env`; None when there is none. ConfigError, one problem, when it exists
+    but cannot be read: a folder, no permission, not UTF-8 (it would be skipped or crash)."""
+    if env_file is None:
+        return None
+    path = Path(env_file).expanduser()
+    source = str(env_file)
+
+    def fault(message: str, line: int | None = None) -> ConfigError:
+        return ConfigError([Problem(source, line, message)])
+
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise fault("cannot read: it is a folder, not a file")
+        if not stat.S_ISREG(mode):
+            return None  # a pipe is read once, by pydantic-settings
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise fault("cannot read: it is a link to a file that does not exist") from None
+        return None
+    except OSError as exc:
+        raise fault(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise fault(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save it as UTF-8", line
+        ) from None
+
+
+def _problem(err: ErrorDetails) -> Problem:
+    """A validation error as `ALERTER_FEEDS[1].id: message`."""
+    loc = err["loc"]
+    name = f"{PREFIX}{str(loc[0]).upper()}" if loc else "settings"
+    for part in loc[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and loc[:1] == ("feeds",):
+        message = "unknown key (a feed has id, password and name)"
+    return Problem(name, None, message)
+
+
+def read_settings(
+    env_file: str | Path | None = ".env", **overrides: Any
+) -> tuple[Settings | None, list[Problem]]:
+    """Settings and every problem in them, for `check` to go on with the other files.
+
+    Each invalid setting is reported and then taken at its default, so the Apprise config
+    and the rules can still be checked; None when even that fails. ConfigError (one
+    problem) when `.env` exists but cannot be read.
+    """
+    _env_text(env_file)
+    problems: list[Problem] = []
+    defaults: dict[str, Any] = {}
+    for _ in range(3):
+        try:
+            return Settings(_env_file=env_file, **{**overrides, **defaults}), problems  # type: ignore[call-arg]
+        except ValidationError as exc:
+            errors = exc.errors()
+            found = _without_union_noise([_problem(err) for err in errors], errors)
+            fields = {str(err["loc"][0]) for err in errors if err["loc"]}
+        except SettingsError as exc:
+            # A value pydantic-settings itself could not decode; its text names the field.
+            fields = set(re.findall(r'field "(\w+)"', str(exc)))
+            found = [
+                Problem(f"{PREFIX}{f.upper()}", None, "cannot be read") for f in sorted(fields)
+            ] or [Problem("settings", None, str(exc))]
+        problems = problems or found  # later rounds only show what the defaults brought
+        fields = (fields & Settings.model_fields.keys()) - defaults.keys()
+        if not fields:
+            break
+        for name in fields:
+            defaults[name] = Settings.model_fields[name].get_default(call_default_factory=True)
+    return None, problems
+
+
+def _without_union_noise(problems: list[Problem], errors: list[ErrorDetails]) -> list[Problem]:
+    """An optional setting's bad value fails both `None` and the value: say the value's fault."""
+    return [
+        p for p, err in zip(problems, errors, strict=True) if err["type"] != "none_required"
+    ] or problems
+
+
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Settings from the environment, `.env` and `overrides`; ConfigError names each fault."""
-    try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            name = f"ALERTER_{field.split('.')[0].upper()}" if field else "settings"
-            detail = field.partition(".")[2]
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(Problem(name, None, f"{detail + ': ' if detail else ''}{msg}"))
-        raise ConfigError(problems) from None
-    except SettingsError as exc:
-        # pydantic-settings could not decode a value (e.g. ALERTER_FEEDS is not JSON);
-        # its message names the field, never the value.
-        raise ConfigError([Problem("settings", None, str(exc))]) from None
+    settings, problems = read_settings(env_file, **overrides)
+    if settings is None or problems:
+        raise ConfigError(problems)
+    return settings
+
+
+# -- what is set but does nothing -----------------------------------------------------------
+
+#: Settings for features not built yet: accepted, and told to do nothing.
+NOT_BUILT = {"public_url": "acknowledgement links", "secret_key": "acknowledgement links"}
+
+
+def known_variables() -> frozenset[str]:
+    """Every setting's variable name, `ALERTER_FEEDS` ..."""
+    return frozenset(PREFIX + name.upper() for name in Settings.model_fields)
+
+
+def _not_a_setting(name: str, known: frozenset[str]) -> str:
+    by_suffix = {k.removeprefix(PREFIX): k for k in known}
+    close = difflib.get_close_matches(name.upper().removeprefix(PREFIX), sorted(by_suffix), n=1)
+    if close:
+        return f"not a setting; did you mean {by_suffix[close[0]]}?"
+    return "not a setting (.env.example lists every one)"
+
+
+def unknown_variables(
+    env_file: str | Path | None = ".env", environ: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Configuration that would be silently ignored: every `ALERTER_*` variable that is not
+    a setting (a typo), in the environment and in `.env`, with a did-you-mean; and every
+    `.env` line the reader skips (no `=`, a quote left open).
+
+    `ALERTER_TIMEZNE: not a setting; did you mean ALERTER_TIMEZONE?` (environment),
+    `.env:3: ALERTER_TIMEZNE: ...` (the file). ConfigError when `.env` cannot be read.
+    Names only: a value is never part of a problem.
+    """
+    known = known_variables()
+    env = os.environ if environ is None else environ
+    problems = [
+        Problem(key, None, _not_a_setting(key, known))
+        for key in sorted(env)
+        if key.upper().startswith(PREFIX) and key.upper() not in known
+    ]
+    text = _env_text(env_file)
+    if text is None:
+        return problems
+    source = str(env_file)
+    for binding in parse_stream(io.StringIO(text)):
+        key, line = binding.key, binding.original.line
+        if binding.error:
+            last = line + binding.original.string.rstrip("\r\n").count("\n")
+            lines = f"line {line} is" if last == line else f"lines {line} to {last} are"
+            problems.append(
+                Problem(source, line, f"not NAME=value (a quote left open?): {lines} ignored")
+            )
+        elif key is None or not key.upper().startswith(PREFIX):
+            continue
+        elif key.upper() not in known:
+            problems.append(Problem(source, line, f"{key}: {_not_a_setting(key, known)}"))
+        elif binding.value is None:
+            problems.append(Problem(source, line, f"{key}: no '=', ignored: write {key}=VALUE"))
+    return problems
+
+
+def not_built(settings: Settings) -> list[Problem]:
+    """Warnings for settings that are set but belong to a feature not built yet."""
+    return [
+        Problem(f"{PREFIX}{name.upper()}", None, f"for {what}, not built yet: it has no effect")
+        for name, what in NOT_BUILT.items()
+        if getattr(settings, name) is not None
+    ]
+
+
+def state_dir_problem(state_dir: Path) -> Problem | None:
+    """Why `state_dir` can never hold the state (it, or a folder above it, is a file),
+    found without creating anything. Permissions are not judged: `check` may run as
+    another user than the service."""
+    path = state_dir.absolute()
+    while True:
+        try:
+            mode = path.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            if path.parent == path:
+                return None
+            path = path.parent
+            continue
+        except OSError:
+            return None  # e.g. no permission to look: the service's user may have it
+        if stat.S_ISDIR(mode):
+            return None
+        shown = path if state_dir.is_absolute() else path.relative_to(Path.cwd().absolute())
+        what = "it is" if path == state_dir.absolute() else f"{shown} is"
+        return Problem(f"{PREFIX}STATE_DIR", None, f"cannot use {state_dir}: {what} not a folder")

@@ -67,11 +67,27 @@ def where(problems: list[Problem], tmp_path: Path) -> list[tuple[str, int | None
             ["tag 'nobody' is not carried by any Apprise URL (known: admin, rescue)"],
             id="tag-no-url-carries",
         ),
-        # With no readable targets there are no known tags to check against: the Apprise
+        # A broken URL does not hide a rule's unknown tag: tags are checked against every
+        # tag written in the Apprise config (`admin` is on the broken line).
+        pytest.param(
+            BAD_APPRISE, UNKNOWN_TAG_RULES, [("apprise.txt", 2), ("rules.yml", 4)],
+            ["Apprise cannot use",
+             "tag 'nobody' is not carried by any Apprise URL (known: admin, rescue)"],
+            id="tags-checked-despite-a-broken-url",
+        ),
+        # ... and the broken URL's own tag is not called unknown on top of its problem.
+        pytest.param(
+            BAD_APPRISE, GOOD_RULES.replace("[rescue]", "[admin]"), [("apprise.txt", 2)],
+            ["Apprise cannot use"], id="a-broken-urls-tags-still-count",
+        ),
+        # With no URL readable at all there are no tags to check against: the Apprise
         # config's problem is reported, not one "unknown tag" per rule on top of it.
         pytest.param(
-            BAD_APPRISE, UNKNOWN_TAG_RULES, [("apprise.txt", 2)], ["Apprise cannot use"],
-            id="tags-unchecked-without-targets",
+            "rescue json://127.0.0.1:9/x\n", UNKNOWN_TAG_RULES,
+            [("apprise.txt", 1), ("rules.yml", 4)],
+            ["tags and URL need '=' between them: write 'rescue=json://…'",
+             "tag 'nobody' is not carried by any Apprise URL (known: rescue)"],
+            id="text-line-without-equals",
         ),
         pytest.param(
             GOOD_APPRISE, "rules: []\n", [("rules.yml", None)],
@@ -203,3 +219,69 @@ def test_read_config_carries_the_rules_warnings_and_load_config_starts_with_them
     assert reading.rules is not None
     assert list(reading.rules.warnings) == reading.warnings
     assert load_config(settings).rules.warnings == tuple(reading.warnings)
+
+
+def settings_with_yaml(tmp_path: Path, apprise: str, rules: str) -> Settings:
+    (tmp_path / "apprise.yml").write_text(apprise, encoding="utf-8")
+    (tmp_path / "rules.yml").write_text(textwrap.dedent(rules).lstrip("\n"), encoding="utf-8")
+    return load_settings(
+        env_file=None,
+        state_dir=tmp_path / "state",
+        rules=tmp_path / "rules.yml",
+        apprise_config=tmp_path / "apprise.yml",
+    )
+
+
+DUPLICATE_AND_UNKNOWN_TAG = """
+    rules:
+      - name: help
+        when: {type: [HELP]}
+        notify: [rescue]
+      - name: help
+        when: {type: [OK]}
+        notify: [nobody]
+"""  # line 5: the name again; line 7: a tag nobody carries
+
+
+@pytest.mark.parametrize(
+    ("apprise", "expected"),
+    [
+        pytest.param(
+            f"urls:\n  - json://127.0.0.1:9/x:\n      - tag rescue\n"
+            f"  - mailtos://me:{SECRET}@mail.example.com:\n      - tag: admin\n",
+            [
+                "apprise.yml:3: 'tag rescue' has no colon: write 'tag: rescue'",
+                "apprise.yml:4: placeholder left in this URL: mailtos://… (masked): example.com: "
+                "put in the real values, or delete the entry",
+                "rules.yml:5: rules[1] 'help': name: another rule is already named 'help' "
+                "(rules.yml:2); rule names must be unique",
+                "rules.yml:7: rules[1] 'help': notify: tag 'nobody' is not carried by any "
+                "Apprise URL (known: admin, rescue)",
+            ],
+            id="every-problem-of-both-files",
+        ),
+        pytest.param(
+            f"urls:\n  - json://127.0.0.1:9/x:\n      - tag: rescue\n    foo: bar: {SECRET}\n",
+            [
+                "apprise.yml:4: YAML syntax error: mapping values are not allowed here",
+                "rules.yml:5: rules[1] 'help': name: another rule is already named 'help' "
+                "(rules.yml:2); rule names must be unique",
+            ],
+            id="yaml-error-leaves-tags-unchecked",
+        ),
+    ],
+)
+def test_read_config_reports_every_problem_in_one_pass(
+    tmp_path: Path, apprise: str, expected: list[str]
+) -> None:
+    reading = read_config(settings_with_yaml(tmp_path, apprise, DUPLICATE_AND_UNKNOWN_TAG))
+
+    assert [str(p).replace(f"{tmp_path}/", "") for p in reading.problems] == expected
+    assert all(SECRET not in str(p) for p in reading.problems)
+
+
+def test_read_config_shows_the_usable_targets_of_a_config_with_problems(tmp_path: Path) -> None:
+    reading = read_config(settings_with(tmp_path, BAD_APPRISE, GOOD_RULES))
+
+    assert [p.line for p in reading.problems] == [2]
+    assert [sorted(t.tags) for t in reading.targets.targets] == [["rescue"]]

@@ -313,7 +313,7 @@ def test_load_targets_registers_the_urls_secrets(tmp_path: Path) -> None:
     config = tmp_path / "apprise.yml"
     config.write_text(
         "urls:\n"
-        '  - "mailto://alice:hunter2pw@mail.example.org?to=b@y.org":\n      tag: admin\n'
+        '  - "mailto://alice:hunter2pw@mail.y.org?to=b@y.org":\n      tag: admin\n'
         '  - "json://127.0.0.1:9/hook?+X-Token=tok%26en-42":\n      tag: admin\n'
     )
     load_targets(config)

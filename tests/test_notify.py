@@ -14,7 +14,7 @@ import pytest
 import requests
 import responses
 
-from alerter.errors import ConfigError
+from alerter.errors import ConfigError, Problem
 from alerter.models import (
     Decision,
     Device,
@@ -33,6 +33,7 @@ from alerter.notify import (
     load_targets,
     mask_text,
     mask_url,
+    read_targets,
 )
 from alerter.render import render
 
@@ -53,7 +54,7 @@ TWILIO_AUTH = "f00dfeedf00dfeedf00dfeedf00dfeed"
 TWILIO_URL = f"twilio://{TWILIO_SID}:{TWILIO_AUTH}@15551234567/15557654321"
 TWILIO_API = f"https://api.twilio.com/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
 JSON_URL = "json://127.0.0.1:9/hook?+X-Token=secret123"
-MAIL_URL = "mailto://alice:hunter2pass@mail.example.org?to=b@y.org"
+MAIL_URL = "mailto://alice:hunter2pass@mail.alpenclub.ch?to=b@y.org"
 
 ZURICH = ZoneInfo("Europe/Zurich")
 T0 = 1_795_000_000.0
@@ -329,6 +330,236 @@ def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
     assert problem.line is not None
     assert problem.line >= 4
     assert "secret123" not in str(info.value)
+
+
+# -- what admins get wrong: each problem at its own line, never a secret -------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "apprise.example.yml"
+SECRET = "s3cr3t-value-never-printed"
+
+
+def problems_of(tmp_path: Path, name: str, text: str) -> list[str]:
+    path = write(tmp_path, name, text)
+    with pytest.raises(ConfigError) as info:
+        load_targets(path)
+    assert SECRET not in str(info.value)
+    return [str(p).removeprefix(f"{path}:") for p in info.value.problems]
+
+
+def test_the_example_config_lists_every_placeholder(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    url_lines = [n for n, line in enumerate(lines, 1) if line.startswith("  - ") and "://" in line]
+    schemes = [lines[n - 1].split("://")[0].removeprefix("  - ") for n in url_lines]
+
+    reading = read_targets(EXAMPLE)
+
+    assert len(url_lines) == 6
+    assert [(p.line, p.message.split(": ", 2)[:2]) for p in reading.problems] == [
+        (n, ["placeholder left in this URL", f"{s}://… (masked)"])
+        for n, s in zip(url_lines, schemes, strict=True)
+    ]
+    assert reading.tags == {"rescue", "rescue-backup", "sms", "admin"}
+
+
+@pytest.mark.parametrize(
+    ("url", "found"),
+    [
+        pytest.param(f"json://h/hook?+X-Token=YOUR_TOKEN&+Auth={SECRET}", "YOUR…", id="YOUR_TOKEN"),
+        pytest.param(f"mailtos://me:your-password@mail.club.ch?to={SECRET}@club.ch", "YOUR…",
+                     id="your-password"),
+        pytest.param(f"tgram://123456789:xxxxxxxxxxxx/{SECRET}", "xxxx", id="xxxx"),
+        pytest.param(f"mailtos://me:{SECRET}@mail.example.com", "example.com", id="example.com"),
+        pytest.param(f"mailto://me:{SECRET}@mail.club.ch?to=ops@example.org", "example.com",
+                     id="example.org-recipient"),
+        pytest.param(f"json://h/hook?+X-Token=<token>&k={SECRET}", "<…>", id="angle-brackets"),
+        pytest.param(f"mailtos://me:changeme@mail.club.ch?to={SECRET}@club.ch", "changeme",
+                     id="changeme"),
+        pytest.param(f"ntfys://ntfy.sh/REPLACE-WITH-A-TOPIC?auth={SECRET}", "REPLACE-ME",
+                     id="replace-with"),
+        pytest.param("slack://T00000000/B00000000/REPLACEMEREPLACEME/#x", "REPLACE-ME",
+                     id="slack-example"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("fmt", ["yaml", "text"])
+def test_a_placeholder_is_a_problem_at_its_line(
+    tmp_path: Path, fmt: str, url: str, found: str
+) -> None:
+    entries = [("admin", JSON_URL), ("rescue", url)]
+    text = yaml_config(entries) if fmt == "yaml" else text_config(entries)
+    line = 5 if fmt == "yaml" else 3
+    scheme = url.split("://", maxsplit=1)[0]
+
+    assert problems_of(tmp_path, f"apprise.{fmt}", text) == [
+        f"{line}: placeholder left in this URL: {scheme}://… (masked): {found}: put in the real "
+        "values, or delete the entry"
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        TG_URL, SLACK_URL, TWILIO_URL, MAIL_URL, JSON_URL,
+        "ntfys://ntfy.sh/aB3dE5fG7hJ9kL1mNoPq",
+        "mailto://me:pw@mail.club.ch?to=yourself@club.ch",  # `your` alone is no placeholder
+        "json://h/a1xxxxb2",  # nor `xxxx` inside a token
+        "mailto://me:pw@mail.example-club.ch?to=ops@counterexample.com",
+    ],
+)  # fmt: skip
+def test_real_urls_are_no_placeholders(tmp_path: Path, url: str) -> None:
+    reading = read_targets(write(tmp_path, "apprise.txt", f"rescue={url}\n"))
+    assert reading.problems == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        pytest.param("apprise.yml", "urls:\n  - json://:\n      - tag: rescue\n",
+                     ["2: this URL has no host: json://… (masked)"], id="yaml-json-no-host"),
+        pytest.param("apprise.txt", f"rescue=json:///hook?+X-Token={SECRET}\n",
+                     ["1: this URL has no host: json://… (masked)"], id="json-path-as-host"),
+        pytest.param("apprise.txt", "rescue=json://\n",
+                     ["1: Apprise cannot use this URL: json://… (masked): it has no host"],
+                     id="text-json-nothing"),
+        pytest.param("apprise.txt", f"rescue=mailto://?to=a@club.ch&pass={SECRET}\n",
+                     ["1: Apprise cannot use this URL: mailto://… (masked): it has no host"],
+                     id="mailto-no-host"),
+        pytest.param("apprise.yml", "urls:\n  - mailto://:\n      - tag: rescue\n",
+                     ["2: Apprise cannot use this URL: mailto://… (masked): it has no host"],
+                     id="yaml-mailto-no-host"),
+        pytest.param("apprise.yml", "urls:\n  - json://:\n      - host: hooks.club.ch\n"
+                     "        tag: rescue\n", [], id="yaml-host-setting-is-a-host"),
+        pytest.param("apprise.txt", "rescue=ntfys://ntfy.sh\n",
+                     ["1: this URL names no topic: ntfys://… (masked)"], id="ntfy-no-topic"),
+    ],
+)  # fmt: skip
+def test_a_url_without_host_is_a_problem(
+    tmp_path: Path, name: str, text: str, expected: list[str]
+) -> None:
+    if not expected:
+        assert read_targets(write(tmp_path, name, text)).problems == []
+        return
+    assert problems_of(tmp_path, name, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        pytest.param(
+            "apprise.yml",
+            f"version: 1\nurls:\n  - {JSON_URL}:\n      - tag rescue\n  - {SLACK_URL}:\n"
+            "      - tag: admin\n",
+            ["4: 'tag rescue' has no colon: write 'tag: rescue'"], id="yaml-list-item",
+        ),
+        pytest.param(
+            "apprise.yml", f"urls:\n  - {JSON_URL}:\n      tags rescue, admin\n",
+            ["3: 'tags rescue, admin' has no colon: write 'tags: rescue, admin'"],
+            id="yaml-scalar",
+        ),
+        pytest.param(
+            "apprise.yml", f"urls:\n  - {JSON_URL}:\n      - {SECRET}\n",
+            ["3: expected a `key: value` setting under the URL above (a colon missing?)"],
+            id="yaml-not-a-tag",
+        ),
+        pytest.param(
+            "apprise.yml", f"urls:\n  - bogus://{SECRET}:\n      - tag rescue\n",
+            ["2: Apprise cannot use this URL: bogus://… (masked)",
+             "3: 'tag rescue' has no colon: write 'tag: rescue'"],
+            id="and-a-bad-url",
+        ),
+        pytest.param(
+            "apprise.yml", f"urls:\n  - {JSON_URL}:\n    tag: rescue\n    format: text\n",
+            ["3: 'tag' is at the level of the URL above it: indent it under that URL",
+             "4: 'format' is at the level of the URL above it: indent it under that URL"],
+            id="yaml-setting-at-url-level",
+        ),
+        pytest.param(
+            "apprise.yml",
+            f"urls:\n  - {JSON_URL}:\n      tag: rescue\n      mailto://me:{SECRET}@club.ch:\n",
+            ["4: a URL (mailto://…) among the settings of the URL above it: start it with its "
+             "own '- ' at that URL's level"],
+            id="yaml-url-indented-too-far",
+        ),
+        pytest.param("apprise.txt", f"admin={SLACK_URL}\nrescue {JSON_URL}\n",
+                     ["2: tags and URL need '=' between them: write 'rescue=json://…'"],
+                     id="text-no-equals"),
+        pytest.param("apprise.txt", f"rescue, sms: {JSON_URL}\n",
+                     ["1: tags and URL need '=' between them: write 'rescue,sms=json://…'"],
+                     id="text-colon-for-equals"),
+        pytest.param("apprise.txt", f"admin={SLACK_URL}\nsms rescue\n",
+                     ["2: not an Apprise TEXT line (`TAGS=URL`, a `#` comment or a tag group)"],
+                     id="text-stray-words"),
+        pytest.param("apprise.txt", f"admin={SLACK_URL}\ninclude https://{SECRET}.club.ch/a\n",
+                     ["2: `include` is not supported: list URLs here"], id="text-include"),
+        pytest.param("apprise.yml", f"include:\n  - https://{SECRET}.club.ch/a\nurls:\n"
+                     f"  - {JSON_URL}\n", ["1: `include` is not supported: list URLs here"],
+                     id="yaml-include"),
+        pytest.param("apprise.yml", f"urls: {JSON_URL}\n",
+                     ["1: `urls:` must be a list, each URL starting with '- '"],
+                     id="yaml-urls-not-a-list"),
+    ],
+)  # fmt: skip
+def test_a_shape_mistake_is_blamed_on_its_own_line(
+    tmp_path: Path, name: str, text: str, expected: list[str]
+) -> None:
+    assert problems_of(tmp_path, name, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(f"version: 1\nurls:\n  - {JSON_URL}:\n      - tag: rescue\n    foo: bar: "
+                     "baz\n", "5: YAML syntax error: mapping values are not allowed here",
+                     id="mapping-values"),
+        pytest.param(f"urls:\n  - {JSON_URL}:\n\t- tag: rescue\n",
+                     "3: YAML syntax error: found character '\\t' that cannot start any token",
+                     id="tab"),
+        pytest.param(f'urls:\n  - "{JSON_URL}:\n      - tag: rescue\n',
+                     "4: YAML syntax error: found unexpected end of stream", id="open-quote"),
+        pytest.param(f"urls:\n  - {JSON_URL}:\n      - tag: [admin\n",
+                     "4: YAML syntax error: expected ',' or ']', but got '<stream end>'",
+                     id="open-bracket"),
+    ],
+)  # fmt: skip
+def test_yaml_syntax_errors_give_the_parsers_words(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    reading = read_targets(write(tmp_path, "apprise.yml", text))
+    assert [str(p).removeprefix(f"{tmp_path / 'apprise.yml'}:") for p in reading.problems] == [
+        expected
+    ]
+    assert reading.tags is None  # nothing could be read: rules' tags stay unchecked
+    assert "secret123" not in str(reading.problems)
+
+
+def test_a_config_with_problems_still_gives_what_it_could_read(tmp_path: Path) -> None:
+    text = f"admin={JSON_URL}\nrescue=bogus://{SECRET}\nrescue-backup,sms=json://\n"
+    reading = read_targets(write(tmp_path, "apprise.txt", text))
+
+    assert [p.line for p in reading.problems] == [2, 3]
+    assert [t.label.split("?")[0] for t in reading.targets.targets] == ["json://127.0.0.1:9/hook"]
+    # Every tag written counts, usable URL or not: the rules' tags are still checked.
+    assert reading.tags == {"admin", "rescue", "rescue-backup", "sms"}
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        pytest.param(b"rescue=json://h/x\nadmin=json://h/\xff\n", 2,
+                     "not UTF-8 text (byte 0xff): save it as UTF-8", id="not-utf8"),
+        pytest.param(None, None, "cannot read: Is a directory", id="a-folder"),
+    ],
+)  # fmt: skip
+def test_an_unreadable_config_is_one_problem(
+    tmp_path: Path, content: bytes | None, line: int | None, message: str
+) -> None:
+    path = tmp_path / "apprise.txt"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    reading = read_targets(path)
+    assert reading.problems == [Problem(str(path), line, message)]
+    assert reading.tags is None
 
 
 # -- masking -------------------------------------------------------------------------------
