@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import alerter.service
 from alerter import masking
-from alerter.clock import FakeClock
-from alerter.config import Config
+from alerter.clock import FakeClock, ScaledClock
+from alerter.config import Config, load_config
 from alerter.errors import ConfigError, FeedBlocked, FeedConfigFault, FeedError, FeedUnavailable
 from alerter.models import (
     EngineEvent,
@@ -49,7 +49,9 @@ from alerter.notify import SendResult, Target, Targets, load_targets
 from alerter.outbox import Sender
 from alerter.process import Processor
 from alerter.rules.loader import load_rules
+from alerter.service import Service
 from alerter.settings import FeedConfig, Settings, load_settings, mask_id
+from alerter.sim import Simulator
 from alerter.store import Store
 from alerter.vitals import Health, Vitals, verdict
 from alerter.watch import Watcher
@@ -648,3 +650,69 @@ async def until_async(cond: Callable[[], Any], within: float = 20.0, what: str =
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+# -- the whole service, its loop stalled on purpose -------------------------------------------
+
+
+async def test_healthz_turns_503_when_the_loop_stalls_and_200_when_it_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unused_tcp_port: int
+) -> None:
+    """The real Service (in this process, on a clock 100x faster) against the simulator:
+    every processing cycle is made to fail, so the loop stops completing cycles."""
+    clock = ScaledClock(100.0)
+    sim = Simulator(clock)
+    sim.add_feed("0STALLFEED00000000000000001", "Club").add_device("0-1", "Anna")
+    base = await sim.start()
+    (tmp_path / "rules.yml").write_text(
+        "rules:\n  - name: help\n    when: {type: [HELP]}\n    notify: [rescue]\n"
+        "    severity: critical\n"
+    )
+    (tmp_path / "apprise.yml").write_text("rescue=json://127.0.0.1:9/x\n")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        feeds=[FeedConfig(id="0STALLFEED00000000000000001")],
+        spot_base_url=base, rules=tmp_path / "rules.yml",
+        apprise_config=tmp_path / "apprise.yml", state_dir=tmp_path / "state",
+        http_listen=f"127.0.0.1:{unused_tcp_port}",
+    )  # fmt: skip
+    store = Store.open(settings.database)
+    service = Service(settings, load_config(settings), store, clock=clock)
+    task = asyncio.create_task(service.run(handle_signals=False))
+    url = f"http://127.0.0.1:{unused_tcp_port}/healthz"
+
+    async def healthz() -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            return resp.status, await resp.json()
+
+    async def until_status(code: int) -> dict[str, Any]:
+        for _ in range(400):
+            try:
+                status, body = await healthz()
+            except aiohttp.ClientConnectionError:
+                status, body = 0, {}
+            if status == code:
+                return body
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"/healthz never answered {code}")
+
+    real = Processor.process
+    try:
+        await until_status(200)
+
+        def stalled(self: Processor) -> Any:
+            raise RuntimeError("injected: the cycle never completes")
+
+        monkeypatch.setattr(Processor, "process", stalled)
+        body = await until_status(503)  # after two intervals' worth of failed cycles
+        assert body["status"] == "unhealthy"
+        assert any("has not run for" in r for r in body["reasons"])
+
+        monkeypatch.setattr(Processor, "process", real)
+        body = await until_status(200)
+        assert body["reasons"] == []
+    finally:
+        service.stop()
+        await task
+        await sim.stop()
+        store.close()
