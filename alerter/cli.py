@@ -1,4 +1,4 @@
-"""The `alerter` command: run, check, test-notify, demo, replay, status.
+"""The `alerter` command: run, check, test-notify, demo, replay, status, incidents, ack.
 
 Exit codes: 0 fine; 1 something failed (a test send, a check); 2 bad configuration.
 """
@@ -12,15 +12,19 @@ import logging
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from alerter import __version__, logs, masking, report
+from alerter.ack import AckStatus, clean_name
 from alerter.clock import FakeClock, SystemClock
 from alerter.config import Config, load_config, read_config
+from alerter.durations import ago
 from alerter.engine import Evaluation
 from alerter.errors import AlerterError, ConfigError, FeedError, Problem, StoreError
 from alerter.export import Format, choose_device, export, parse_when
+from alerter.models import IncidentState
 from alerter.notify import AppriseNotifier, Targets, load_targets
 from alerter.process import Processor, render_or_plain
 from alerter.render import render_test
@@ -78,6 +82,8 @@ def cmd_run(_: argparse.Namespace) -> int:
     settings = _settings()
     setup_logging(settings.log_level, settings.log_format)
     logging.getLogger("alerter.cli").info("spot-alerter %s starting", __version__)
+    for problem in [*unknown_variables(), *not_built(settings)]:  # said, and run goes on
+        logging.getLogger("alerter.cli").warning("ignored: %s", problem)
     if not settings.feeds:
         raise ConfigError([Problem("ALERTER_FEEDS", None, "no feed configured (a JSON list)")])
     config = load_config(settings)
@@ -283,6 +289,86 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if status["needs_admin"] else 0
 
 
+# -- incidents, ack ------------------------------------------------------------
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def cmd_incidents(_: argparse.Namespace) -> int:
+    """Open and acknowledged incidents: id, rule, device, since, state, who took it."""
+    settings = _settings()
+    if not settings.database.exists():
+        print(f"no state yet in {settings.state_dir} (has `alerter run` started?)")
+        return 1
+    store = Store.open(settings.database)
+    try:
+        incidents = [i for i in store.incidents() if i.is_open]
+        devices = store.devices()
+    finally:
+        store.close()
+    if not incidents:
+        print("no open incidents")
+        return 0
+    now = SystemClock().now()
+    rows = [("ID", "RULE", "DEVICE", "SINCE", "STATE")]
+    for i in incidents:
+        device = devices.get(i.device_id)
+        state = i.state.value
+        if i.state is IncidentState.ACKNOWLEDGED:
+            when = f" at {_utc(i.acknowledged_at)}" if i.acknowledged_at is not None else ""
+            state += f" by {i.acknowledged_by or 'someone'}{when}"
+        rows.append(
+            (
+                f"#{i.id}",
+                i.rule,
+                f"{device.name} ({device.id})" if device else i.device_id,
+                f"{_utc(i.started_at)} ({ago(i.started_at, now)})",
+                state,
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(r, widths, strict=False)), r[4]]))
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Take an open incident: reminders and escalation stop, everyone it reached is told
+    who took it (the same as the acknowledgement page). Safe beside `alerter run`."""
+    settings = _settings()
+    setup_logging("WARNING")
+    if clean_name(args.by) is None:
+        print("alerter: --by needs a name (who takes the incident)", file=sys.stderr)
+        return 2
+    if not settings.database.exists():
+        print(f"alerter: no state yet in {settings.state_dir}", file=sys.stderr)
+        return 1
+    config = load_config(settings)
+    store = Store.open(settings.database)
+    try:
+        outcome = Processor(settings, config, store, SystemClock()).acknowledge(
+            args.id, args.by, "cli"
+        )
+    finally:
+        store.close()
+    inc = outcome.incident
+    if outcome.status is AckStatus.NOT_OPEN or inc is None:
+        what = "no such incident" if inc is None else "it was resolved"
+        print(f"alerter: incident #{args.id} is not open ({what}); nothing changed",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    when = _utc(outcome.at) if outcome.at is not None else "an unknown time"
+    if outcome.status is AckStatus.ALREADY:
+        print(f"incident #{inc.id} ({inc.rule}) was already acknowledged by "
+              f"{outcome.by or 'someone'} at {when}; nothing changed")  # fmt: skip
+        return 0
+    print(f"incident #{inc.id} ({inc.rule}) acknowledged by {outcome.by} at {when}; "
+          f"reminders and escalation stop; {outcome.notified} targets will be told")  # fmt: skip
+    return 0
+
+
 # -- export, backup --------------------------------------------------------------
 
 
@@ -414,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="incidents, devices and feeds; exit 1 if an admin is needed")
     st.add_argument("--json", action="store_true", help="the report as JSON (as /status shows it)")
     st.set_defaults(fn=cmd_status)
+    sub.add_parser(
+        "incidents", help="open and acknowledged incidents, with who took them"
+    ).set_defaults(fn=cmd_incidents)
+    a = sub.add_parser("ack", help="take an open incident: reminders stop, its contacts are told")
+    a.add_argument("id", type=int, metavar="ID", help="the incident's id (`alerter incidents`)")
+    a.add_argument("--by", required=True, metavar="NAME", help="who takes it (shown to all)")
+    a.set_defaults(fn=cmd_ack)
     return p
 
 

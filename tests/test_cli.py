@@ -505,7 +505,6 @@ def test_check_reports_every_problem_of_every_file_in_one_pass(
     assert TOKEN not in out + err
 
 
-@pytest.mark.xfail(strict=True, reason="needs the unknown_variables() line in cmd_run")
 def test_run_warns_of_an_unknown_variable_and_goes_on(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
