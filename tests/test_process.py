@@ -8,13 +8,23 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alerter.clock import FakeClock
 from alerter.config import Config
-from alerter.models import EngineEvent, HeldBack, IncidentState, Message, Reason
+from alerter.models import (
+    AdminKind,
+    AdminNotice,
+    EngineEvent,
+    HeldBack,
+    IncidentState,
+    Message,
+    Reason,
+)
 from alerter.notify import Targets, load_targets
 from alerter.process import Processor
 from alerter.rules.loader import load_rules
@@ -188,3 +198,74 @@ def test_use_decides_the_next_cycle_with_the_new_rules_and_targets(
     assert (inc.rule, inc.first_message_id) == ("help", 2)  # the new rule; the old one is gone
     [d] = store.pending_deliveries()
     assert d.target == new.targets.targets[0].id
+
+
+# -- a message that cannot be decided, an alert that cannot be rendered --------------------
+
+
+def test_a_message_that_cannot_be_decided_is_set_aside_and_the_rest_go_on(
+    tmp_path: Path,
+    settings: Settings,
+    store: Store,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine fails on one message (a bug no test foresaw): the batch is decided one
+    message at a time, the bad one is set aside with its reason and the admins are told;
+    the HELP beside it is alerted in the same cycle."""
+    import alerter.process  # noqa: PLC0415
+
+    real = alerter.process.evaluate
+
+    def failing_on_42(*args: Any, **kw: Any) -> Any:
+        if any(r.message.id == 42 for r in args[2]):
+            raise ValueError("year 10000 is out of range")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(alerter.process, "evaluate", failing_on_42)
+    notices: list[AdminNotice] = []
+    processor = Processor(
+        settings, config(tmp_path), store, clock,
+        raise_notice=lambda notice, exclude: notices.append(notice),
+    )  # fmt: skip
+    odd = replace(message(42, T0 - 60, "TRACK"), messenger_id="0-2", messenger_name="Ben")
+    arrive(store, clock, odd, message(1, T0 - 30))
+
+    processor.process()
+
+    [inc] = store.incidents()
+    assert (inc.rule, inc.device_id) == ("help", DEVICE)  # the HELP went on
+    assert [d.title.split(":")[0] for d in store.pending_deliveries()] == ["HELP"]
+    assert store.pending() == []  # nothing left to retry for ever
+    row = store.conn.execute("SELECT set_aside FROM messages WHERE id = 42").fetchone()
+    assert row[0] == "ValueError: year 10000 is out of range"
+    [notice] = notices
+    assert (notice.kind, notice.subject) == (AdminKind.MESSAGE_SET_ASIDE, "Ben (0-2)")
+    assert "TRACK message id 42" in notice.detail
+
+    processor.process()  # the next cycle does not try it again
+    assert len(notices) == 1
+
+
+def test_an_alert_that_cannot_be_rendered_goes_out_plain(
+    tmp_path: Path,
+    settings: Settings,
+    store: Store,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import alerter.process  # noqa: PLC0415
+
+    def broken(*args: Any, **kw: Any) -> Any:
+        raise ValueError("an odd value")
+
+    monkeypatch.setattr(alerter.process, "render", broken)
+    processor = Processor(settings, config(tmp_path), store, clock)
+    arrive(store, clock, message(1, T0 - 30))
+
+    processor.process()
+
+    [d] = store.pending_deliveries()
+    assert d.title == "HELP: Anna (Club)"
+    assert "Position: 46.5, 7.9" in d.body
+    assert "(Some details could not be shown: ValueError.)" in d.body
