@@ -17,7 +17,7 @@ async def test_a_loop_whose_wait_is_zero_still_lets_other_tasks_and_signals_run(
 
     async def busy() -> None:
         nonlocal spins
-        while not stop.is_set():
+        while not stop.is_set() and spins < 1000:  # bounded: a starving loop fails, not hangs
             spins += 1
             await sleep_or_wake(clock, 0.0, wake)  # always due
 
