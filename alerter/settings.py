@@ -93,6 +93,25 @@ def mask_id(feed_id: str) -> str:
     return f"{feed_id[:4]}…{feed_id[-3:]}" if len(feed_id) > 10 else "…"
 
 
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """`host:port` or `[v6-address]:port` as (host, port); None when empty (off).
+    ValueError, in the admin's words, for anything else."""
+    text = value.strip()
+    if not text:
+        return None
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+        if ":" in host:
+            sep = ""  # a bare IPv6 address: its port is ambiguous
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(
+            f"expected host:port (127.0.0.1:8787, [::1]:8787) or off, got {value!r}"
+        )
+    return host, int(port)
+
+
 def is_official_host(url: str) -> bool:
     """True when `url` points at SPOT's own API host."""
     host = (urlsplit(url).hostname or "").lower()
@@ -134,6 +153,16 @@ class Settings(BaseSettings):
     #: How long stored messages are kept (`alerter.retention`); None: for ever.
     retention: Duration | None = None
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("http_listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        text = v.strip()
+        if text.lower() == "off":
+            return ""  # no web server
+        if text:
+            parse_listen(text)  # a wrong address is refused here, by `check` too
+        return text
 
     @field_validator("timezone")
     @classmethod

@@ -155,7 +155,7 @@ class World:
             ALERTER_APPRISE_CONFIG=str(self.apprise),
             ALERTER_STATE_DIR=str(self.root / "state"),
             ALERTER_TIMEZONE="Europe/Zurich",
-            ALERTER_HTTP_LISTEN="",  # off unless a test asks: never the default port
+            ALERTER_HTTP_LISTEN="off",  # off unless a test asks: never the default port
         )
         env.update(settings)
         self.service = Alerter(self.root, env)

@@ -479,3 +479,22 @@ def test_state_dir_problem(
     problem = state_dir_problem(Path(state))
     assert (str(problem) if problem else None) == expected
     assert not Path("state/sub").exists()  # nothing created
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("off", "", id="off"),
+        pytest.param("OFF", "", id="off-any-case"),
+        pytest.param("127.0.0.1:9000", "127.0.0.1:9000", id="v4"),
+        pytest.param("[::1]:8787", "[::1]:8787", id="v6"),
+    ],
+)
+def test_http_listen_takes_an_address_or_off(value: str, expected: str) -> None:
+    assert load_settings(env_file=None, http_listen=value).http_listen == expected
+
+
+@pytest.mark.parametrize("value", ["8787", "localhost", "::1:8787", "127.0.0.1:99999"])
+def test_http_listen_refuses_what_is_no_address(value: str) -> None:
+    with pytest.raises(ConfigError, match="ALERTER_HTTP_LISTEN: expected host:port"):
+        load_settings(env_file=None, http_listen=value)
