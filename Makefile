@@ -10,6 +10,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@# Debian's Chromium for tests/test_browser.py (Playwright drives it; it never downloads a
+	@# browser). Never fails the build: without it (no apt, not root) that test skips, saying why.
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium not installed: tests/test_browser.py will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

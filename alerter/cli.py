@@ -35,7 +35,6 @@ from alerter.settings import (
     is_official_host,
     load_settings,
     mask_id,
-    not_built,
     read_settings,
     state_dir_problem,
     unknown_variables,
@@ -82,7 +81,7 @@ def cmd_run(_: argparse.Namespace) -> int:
     settings = _settings()
     setup_logging(settings.log_level, settings.log_format)
     logging.getLogger("alerter.cli").info("spot-alerter %s starting", __version__)
-    for problem in [*unknown_variables(), *not_built(settings)]:  # said, and run goes on
+    for problem in unknown_variables():  # said, and run goes on
         logging.getLogger("alerter.cli").warning("ignored: %s", problem)
     if not settings.feeds:
         raise ConfigError([Problem("ALERTER_FEEDS", None, "no feed configured (a JSON list)")])
@@ -153,7 +152,7 @@ def cmd_check(_: argparse.Namespace) -> int:
                 f"  {r.name} ({rules.origins.get(r.name, '?')}): {r.when.trigger.value}, "
                 f"{action}, notify [{', '.join(r.notify)}]"
             )
-    for w in [*not_built(settings), *reading.warnings]:  # odd but not wrong: no reason to fail
+    for w in reading.warnings:  # odd but not wrong: no reason to fail
         print(f"warning: {w}", file=sys.stderr)
     if problems:
         print_problems(problems)
@@ -365,7 +364,8 @@ def cmd_ack(args: argparse.Namespace) -> int:
               f"{outcome.by or 'someone'} at {when}; nothing changed")  # fmt: skip
         return 0
     print(f"incident #{inc.id} ({inc.rule}) acknowledged by {outcome.by} at {when}; "
-          f"reminders and escalation stop; {outcome.notified} targets will be told")  # fmt: skip
+          f"reminders and escalation stop; {outcome.notified} "
+          f"target{'' if outcome.notified == 1 else 's'} will be told")  # fmt: skip
     return 0
 
 

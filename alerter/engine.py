@@ -11,7 +11,9 @@ Per message (in unixTime order), per rule:
 Then per device, silence rules open when a tracking device has been quiet too long and
 resolve themselves when it is heard again. Then per open incident, the clock: escalation
 steps (`after` counted from the opening) and reminders (`repeat` after the incident's
-previous notification), neither once acknowledged.
+previous notification), neither once acknowledged (`acknowledge`: someone took it; everyone
+it reached hears who). A resolution of an acknowledged incident still reaches everyone
+who heard of it; a new HELP after its cancel opens a new incident.
 
 A HELP already cancelled by a later message (seen in the same batch, or earlier because
 paging brought an older page late) is reported once, as cancelled, with both times.
@@ -469,6 +471,33 @@ class _Run:
         if rule.repeat is not None and inc.last_notified_at is not None:
             dues.append(inc.last_notified_at + rule.repeat)
         return min(dues, default=None)
+
+
+def acknowledge(
+    rules: RuleSet, snapshot: Snapshot, incident: Incident, by: str, via: str, now: float
+) -> Evaluation:
+    """Someone took `incident` (open): it becomes acknowledged (no more reminders or
+    escalation: `on_clock` leaves it alone), and everyone it reached hears who took it
+    (the rule's tags and every escalation step's reached so far). When its rule is gone
+    (reloaded away) it is taken all the same, with nobody to tell (no decision)."""
+    inc = dataclasses.replace(
+        incident,
+        state=IncidentState.ACKNOWLEDGED,
+        acknowledged_by=by,
+        acknowledged_at=now,
+        acknowledged_via=via,
+    )
+    rule = rules.by_name.get(incident.rule)
+    if rule is None:
+        return Evaluation(decisions=(), incidents=(inc,), processed=(), next_due=None)
+    run = _Run(rules=rules, snap=snapshot, now=now, cfg=EngineConfig(), batch=())
+    tags = recipients(rule, inc)
+    if tags:
+        inc = dataclasses.replace(inc, last_notified_at=now)
+    device = snapshot.devices.get(inc.device_id) or Device(inc.device_id, inc.device_id, "")
+    last = run.messages.get(inc.last_message_id) if inc.last_message_id else None
+    run.decide(Reason.ACKNOWLEDGED, rule, inc, device, last, tags)
+    return Evaluation(decisions=tuple(run.decisions), incidents=(inc,), processed=(), next_due=None)
 
 
 def evaluate(

@@ -128,6 +128,9 @@ class Incident:
     resolved_at: float | None = None
     resolved_by_message_id: int | None = None
     id: int | None = None  # None until stored
+    acknowledged_by: str | None = None  # who took it (a name as they typed it, cleaned)
+    acknowledged_at: float | None = None
+    acknowledged_via: str | None = None  # how: `cli`, `web:TAG` (the token's tag)
 
     @property
     def is_open(self) -> bool:

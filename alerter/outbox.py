@@ -47,8 +47,9 @@ FAILING_AFTER_ATTEMPTS = 3
 GIVE_UP_AFTER = 24 * 3600.0
 #: A failed delivery is retried quickly at first, then at most a minute apart.
 RETRY_WAIT = exponential(first=10.0, cap=60.0)
-#: The longest the sender sleeps with nothing due.
-IDLE = 3600.0
+#: The longest the sender sleeps with nothing due: a notification queued by another
+#: process (`alerter ack` on the VPS) goes out within this.
+IDLE = 15.0
 
 
 # -- may it go --------------------------------------------------------------------------
@@ -88,6 +89,21 @@ def blocks(waiting: Delivery, later: Delivery) -> bool:
         and waiting.incident_id == later.incident_id
         and waiting.notification_id < later.notification_id
     )
+
+
+def next_due(pending: Sequence[Delivery]) -> float | None:
+    """When the sender next has something it may send: the earliest retry among the
+    deliveries no earlier one holds back (one held back waits for its blocker, so its own
+    past due time must not make the sender spin)."""
+    ordered = sorted(pending, key=lambda d: (d.target, d.notification_id))
+    times: list[float] = []
+    for _, queue in groupby(ordered, key=lambda d: d.target):
+        waiting: list[Delivery] = []
+        for d in queue:
+            if not any(blocks(w, d) for w in waiting):
+                times.append(d.next_attempt)
+            waiting.append(d)
+    return min(times, default=None)
 
 
 # -- health -----------------------------------------------------------------------------
@@ -159,7 +175,7 @@ class Sender:
             self.wake.clear()
             try:
                 await self.deliver_due()
-                next_at = self.store.next_delivery_at()
+                next_at = next_due(self.store.pending_deliveries())
             except StoreError:
                 log.exception("outbox: the state database failed; retrying")
                 next_at = self.clock.now() + 5

@@ -4,19 +4,30 @@ The engine runs on the messages the watcher stored and on the clock; its decisio
 the messages' processed marks, the incidents, their history and the outbox rows are
 committed in one transaction, so a crash at any point re-evaluates exactly what was not
 committed. Each cycle also checks feed health, which may raise an admin notice.
+
+`acknowledge` is the one way an incident is taken (the CLI's `alerter ack` and the web
+page both call it): the incident, its history line and one `Acknowledged` notification to
+everyone it reached commit together, and only if the incident is still open then.
+
+With `ALERTER_PUBLIC_URL` (and the key, `ack_key`), every alert of an open incident carries
+its acknowledgement link, signed for the recipient tag: a decision's notification is
+rendered once per tag group, each target in the group of the first of the decision's tags
+it carries, so every target still gets it exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from alerter import metrics
+from alerter.ack import AckOutcome, AckStatus, ack_url, clean_name
 from alerter.clock import Clock, sleep_or_wake
 from alerter.config import Config
-from alerter.engine import EngineConfig, Evaluation, Snapshot, evaluate
+from alerter.engine import EngineConfig, Evaluation, Snapshot, acknowledge, evaluate
 from alerter.errors import AlerterError, StoreError
 from alerter.health import feed_health
 from alerter.models import (
@@ -27,12 +38,14 @@ from alerter.models import (
     EngineEvent,
     FeedState,
     HeldBack,
+    IncidentState,
     Outgoing,
     RaiseNotice,
     Reason,
     Received,
     Rendered,
 )
+from alerter.notify import Target
 from alerter.render import render, render_plain
 from alerter.rules.schema import Trigger
 from alerter.settings import Settings
@@ -58,8 +71,10 @@ class Processor:
         raise_notice: RaiseNotice = lambda notice, exclude: None,
         queued: Callable[[], None] = lambda: None,
         vitals: Vitals | None = None,
+        ack_key: bytes | None = None,
     ) -> None:
         self.settings = settings
+        self.ack_key = ack_key  # signs the links in alerts (`alerter.ack.load_key`)
         self.config = config
         self.store = store
         self.clock = clock
@@ -111,21 +126,100 @@ class Processor:
         result = evaluate(self.config.rules, snapshot, pending, now, self.engine_config)
         # A decision whose tags no URL carries is recorded as held back (`event`), not
         # written as a notification nobody can receive.
-        outgoing = [o for d in result.decisions if d.tags and (o := self.outgoing(d, now)).targets]
+        outgoing = [o for d in result.decisions if d.tags for o in self.outgoing(d, now)]
         return result, outgoing, now
 
-    def outgoing(self, d: Decision, now: float) -> Outgoing:
-        """A decision's notification and the targets its tags select."""
+    def outgoing(self, d: Decision, now: float) -> list[Outgoing]:
+        """A decision's notifications and the targets its tags select, each target once:
+        one notification, or one per tag group when its alerts carry acknowledgement links
+        (each target in the group of the first of `d.tags` it carries, with that tag's link).
+        Empty when no URL carries the tags."""
         targets = self.config.targets.for_tags(d.tags)
         if not targets:
             log.warning("no Apprise URL carries %s: %s goes nowhere", d.tags, d.reason)
+            return []
+        public_url, key, incident_id = self.settings.public_url, self.ack_key, d.incident.id
+        if (
+            public_url is None
+            or key is None
+            or incident_id is None
+            or d.incident.state is not IncidentState.OPEN
+        ):
+            return [self._outgoing(d, now, targets, None)]
+        groups: dict[str, list[Target]] = {}
+        for t in targets:
+            groups.setdefault(next(tag for tag in d.tags if tag in t.tags), []).append(t)
+        return [
+            self._outgoing(d, now, groups[tag], ack_url(public_url, key, incident_id, tag))
+            for tag in d.tags
+            if tag in groups
+        ]
+
+    def _outgoing(
+        self, d: Decision, now: float, targets: Sequence[Target], link: str | None
+    ) -> Outgoing:
         return Outgoing(
-            rendered=render_or_plain(d, now, self.settings.zone),
+            rendered=render_or_plain(d, now, self.settings.zone, link),
             kind=d.reason.value,
             targets=tuple((t.id, t.label, t.short) for t in targets),
             incident_id=d.incident.id,
             resolution=d.reason is Reason.RESOLVED,
         )
+
+    def acknowledge(self, incident_id: int, by: str, via: str) -> AckOutcome:
+        """Someone (`by`, a name; cleaned, at most 60 characters) takes an open incident,
+        through `via` (`cli`, `web:TAG`): it becomes acknowledged (reminders and escalation
+        stop), its history records it, and everyone it reached (the rule's tags and the
+        escalation steps reached) gets one `Acknowledged` notification: all in one commit,
+        made only if the incident is still open then (another process may take or resolve
+        it meanwhile). Already acknowledged: nothing changes, the outcome says who took it
+        and when. Resolved or unknown: nothing changes (`NOT_OPEN`).
+
+        Raises ValueError when `by` holds no name.
+        """
+        name = clean_name(by)
+        if name is None:
+            raise ValueError("a name is needed to acknowledge an incident")
+        how = clean_name(via) or "unknown"
+        for _ in range(3):  # a commit refused because the incident changed: look again
+            inc = self.store.incident(incident_id)
+            if inc is None or inc.state is IncidentState.RESOLVED:
+                return AckOutcome(AckStatus.NOT_OPEN, inc)
+            if inc.state is IncidentState.ACKNOWLEDGED:
+                return AckOutcome(AckStatus.ALREADY, inc)
+            now = self.clock.now()
+            open_ = self.store.incidents()
+            wanted = {i.first_message_id for i in open_} | {i.last_message_id for i in open_}
+            snapshot = Snapshot(
+                devices=self.store.devices(),
+                incidents=open_,
+                messages=self.store.messages_by_id(i for i in wanted if i is not None),
+                feed_names=self.feed_names(),
+                next_incident_id=self.store.next_incident_id(),
+            )
+            result = acknowledge(self.config.rules, snapshot, inc, name, how, now)
+            [taken] = result.incidents
+            outgoing = [o for d in result.decisions if d.tags for o in self.outgoing(d, now)]
+            events = [
+                dataclasses.replace(self.event(d, now), message_id=None) for d in result.decisions
+            ] or [
+                EngineEvent(incident_id, now, Reason.ACKNOWLEDGED, None, notified=False,
+                            held_back=HeldBack.NOBODY_TO_TELL)
+            ]  # fmt: skip
+            if self.store.commit_evaluation(
+                processed=(), incidents=(), events=events, outgoing=outgoing, at=now,
+                acknowledge=taken,
+            ):  # fmt: skip
+                metrics.count_decisions(events)
+                count = sum(len(o.targets) for o in outgoing)
+                log.info(
+                    "incident #%d (%s for %s) acknowledged by %r via %s; %d targets told",
+                    incident_id, inc.rule, inc.device_id, name, how, count,
+                )  # fmt: skip
+                if outgoing:
+                    self.queued()
+                return AckOutcome(AckStatus.ACKNOWLEDGED, taken, notified=count)
+        return AckOutcome(AckStatus.NOT_OPEN, self.store.incident(incident_id))
 
     def process(self) -> Evaluation:
         """One engine cycle, committed atomically (`next_due`: when the clock next matters).
@@ -237,11 +331,13 @@ class Processor:
             await sleep_or_wake(self.clock, wait, self.changed)
 
 
-def render_or_plain(d: Decision, now: float, zone: ZoneInfo) -> Rendered:
+def render_or_plain(
+    d: Decision, now: float, zone: ZoneInfo, ack_url: str | None = None
+) -> Rendered:
     """`render`, or the decision's plainest facts when a value defeats it: an alert that
     says less is better than one held back."""
     try:
-        return render(d, now, zone)
+        return render(d, now, zone, ack_url)
     except Exception as exc:
         log.exception("cannot render %s of #%s; sending it plain", d.reason, d.incident.id)
         return render_plain(d, type(exc).__name__)

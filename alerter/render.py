@@ -11,11 +11,15 @@ filters can tell kinds apart:
     RESOLVED      HELP cancelled[ (late)]: DEVICE (FEED)     (subject HELP)
                   Back in contact[ (late)]: DEVICE (FEED)    (subject Silent)
                   {subject} resolved[ (late)]: DEVICE (FEED) (any other subject)
-    ACKNOWLEDGED  Acknowledged: {subject} DEVICE (FEED)
+    ACKNOWLEDGED  Acknowledged: NAME took the {subject} of DEVICE at TIME
+                                       Acknowledged: Bob took the HELP of Alice at 14:10 UTC
+                  (without a name: Acknowledged: {subject} DEVICE (FEED))
     admin         {kind}: {subject}                          Feed blocked: Club
 
 The SMS form starts with the title (names trimmed, GSM-7-safe) and fits one segment
-in ordinary cases, two at most.
+in ordinary cases, two at most. An open incident's acknowledgement link (`ack_url`) is
+worth a second segment: without it an SMS-only contact cannot take the incident; it is
+left out only when even two segments cannot hold it whole.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ _TRANSLIT = str.maketrans(
 _SMS_DEVICE = 40
 _SMS_FEED = 30
 _SMS_SUBJECT = 24
+_SMS_NAME = 30  # who acknowledged
 # A message text trimmed to fewer characters than this says nothing useful.
 _SMS_TEXT_MIN = 12
 
@@ -78,10 +83,12 @@ _RECOVERIES = frozenset(
 
 
 def render(decision: Decision, now: float, zone: ZoneInfo, ack_url: str | None = None) -> Rendered:
-    """Title, long body and SMS form of one decision."""
-    kind, rest = _heading(
-        decision, decision.subject, _who(decision.device.name, decision.feed_name)
-    )
+    """Title, long body and SMS form of one decision; `ack_url` is shown only while the
+    incident is open."""
+    d = decision
+    took = _took(d, d.incident.acknowledged_by, d.subject, d.device.name,
+                 _clock(_taken_at(d, now), zone))  # fmt: skip
+    kind, rest = _heading(d, d.subject, _who(d.device.name, d.feed_name), took)
     ack = ack_url if ack_url and decision.incident.state is IncidentState.OPEN else None
     return Rendered(
         title=f"{kind}: {rest}",
@@ -136,7 +143,7 @@ def render_test(now: float, zone: ZoneInfo) -> Rendered:
 # -- titles ---------------------------------------------------------------------------
 
 
-def _heading(decision: Decision, subject: str, who: str) -> tuple[str, str]:
+def _heading(decision: Decision, subject: str, who: str, took: str = "") -> tuple[str, str]:
     """(kind with its late marker, the rest): the title is `kind: rest`."""
     late = " (late)" if decision.late else ""
     match decision.reason:
@@ -151,7 +158,19 @@ def _heading(decision: Decision, subject: str, who: str) -> tuple[str, str]:
         case Reason.ESCALATED:
             return f"Escalated{late}", f"{subject} {who}"
         case Reason.ACKNOWLEDGED:
-            return f"Acknowledged{late}", f"{subject} {who}"
+            return f"Acknowledged{late}", took or f"{subject} {who}"
+
+
+def _took(d: Decision, by: str | None, subject: str, device: str, when: str) -> str:
+    """`Bob took the HELP of Alice at 14:10 UTC`: an acknowledgement's title words; empty
+    for any other decision, and when nobody's name is known."""
+    if d.reason is not Reason.ACKNOWLEDGED or not by:
+        return ""
+    return f"{by} took the {subject} of {device} at {when}"
+
+
+def _taken_at(d: Decision, now: float) -> float:
+    return d.incident.acknowledged_at if d.incident.acknowledged_at is not None else now
 
 
 def _resolved_kind(kind: Subject, shown: str) -> str:
@@ -213,10 +232,10 @@ def _headline(d: Decision, now: float, zone: ZoneInfo) -> str:
                 "you are now alerted too."
             )
         case Reason.ACKNOWLEDGED:
-            return (
-                "Acknowledged: someone has taken charge, so reminders and escalation stop. "
-                f"{situation}."
-            )
+            by = d.incident.acknowledged_by
+            when = _clock(_taken_at(d, now), zone)
+            who = f"{by} took charge at {when}" if by else "someone has taken charge"
+            return f"Acknowledged: {who}, so reminders and escalation stop. {situation}."
         case Reason.RESOLVED:
             return _resolution(d, now)
 
@@ -305,15 +324,17 @@ def _position_lines(d: Decision, now: float, zone: ZoneInfo) -> list[str]:
 
 def _short(d: Decision, now: float, ack: str | None) -> str:
     device = _sms(d.device.name, _SMS_DEVICE) or _sms(d.device.id, _SMS_DEVICE) or "device"
-    kind, rest = _heading(
-        d, _sms(d.subject, _SMS_SUBJECT), _who(device, _sms(d.feed_name, _SMS_FEED))
-    )
+    subject = _sms(d.subject, _SMS_SUBJECT)
+    by = d.incident.acknowledged_by
+    took = _took(d, by and (_sms(by, _SMS_NAME) or "Someone"), subject, device,
+                 _hhmmz(_taken_at(d, now)))  # fmt: skip
+    kind, rest = _heading(d, subject, _who(device, _sms(d.feed_name, _SMS_FEED)), took)
     where, link = _short_position(d)
     context, when = _short_timing(d, now)
     vital = [f"{kind}: {rest}", context, where, when, link, _short_battery(d.message)]
-    optional = [ack] if ack and set(ack) <= _SMS_SAFE else []
+    wanted = ack if ack and set(ack) <= _SMS_SAFE else ""
     text = _sms(d.message.message.content) if d.message and d.message.message.content else ""
-    return _fit_sms(vital, optional, text)
+    return _fit_sms(vital, [], text, wanted=wanted)
 
 
 def _short_timing(d: Decision, now: float) -> tuple[str, str]:
@@ -352,9 +373,13 @@ def _short_battery(msg: Received | None) -> str:
     return f"bat {_sms(msg.message.battery)}" if msg and msg.message.battery else ""
 
 
-def _fit_sms(vital: Iterable[str], optional: Iterable[str], text: str) -> str:
-    """Join the parts: one segment if the vital ones fit in it, else two at most."""
+def _fit_sms(vital: Iterable[str], optional: Iterable[str], text: str, wanted: str = "") -> str:
+    """Join the parts: one segment if the vital ones fit in it, else two at most. `wanted`
+    (a link) may take it to a second segment; it is left out only when it would not fit
+    whole in two."""
     out = " ".join(p for p in vital if p)
+    if wanted and len(out) + 1 + len(wanted) <= SMS_TWO:
+        out += f" {wanted}"
     limit = SMS_ONE if len(out) <= SMS_ONE else SMS_TWO
     for part in optional:
         if part and len(out) + 1 + len(part) <= limit:

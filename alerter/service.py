@@ -19,11 +19,12 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 
+from alerter.ack import AckStatus, incident_for_token, load_key, verify
 from alerter.admin import AdminNotices, StateWatch
 from alerter.clock import Clock, SystemClock, sleep_or_wake
 from alerter.config import Config, load_config
@@ -41,11 +42,77 @@ from alerter.systemd import SystemdNotifier, describe_status
 from alerter.vitals import Health, Vitals, verdict
 from alerter.watch import Watcher, request_deadline
 from alerter.web import WebServer
+from alerter.web.ack import AckResult, IncidentView, Position, TakeStatus, Told
 
 log = logging.getLogger("alerter.service")
 
+
+class AckDeskOverProcessor:
+    """The acknowledge pages' desk (`alerter.web.ack.AckDesk`): tokens from `alerter.ack`,
+    the incident from the store, and `Processor.acknowledge` for the one way to take it."""
+
+    def __init__(
+        self, key: bytes, store: Store, processor: Processor, queued: Callable[[], None]
+    ) -> None:
+        self.key = key
+        self.store = store
+        self.processor = processor
+        self.queued = queued
+
+    def view(self, token: str) -> IncidentView | None:
+        """The incident behind a token: None when forged, altered, unknown or resolved."""
+        found = incident_for_token(self.key, token, self.store)
+        if found is None:
+            return None
+        inc, _tag = found
+        dev = self.store.devices().get(inc.device_id)
+        rule = self.processor.config.rules.by_name.get(inc.rule)
+        track = self.store.track(inc.device_id, inc.started_at - LAST_POSITIONS_SPAN, None)
+        last = dev.last.message if dev and dev.last else None
+        return IncidentView(
+            incident_id=inc.id or 0,
+            who=dev.name if dev else inc.device_id,
+            what=rule.subject if rule else inc.rule,
+            since=inc.started_at,
+            state=inc.state,
+            feed=self.processor.feed_names().get(dev.feed_id, "") if dev else "",
+            positions=tuple(
+                Position(
+                    r.message.unix_time, r.message.latitude, r.message.longitude, r.message.type
+                )
+                for r in reversed(track[-LAST_POSITIONS:])
+            ),
+            told=tuple(
+                Told(at, label, title.split(":")[0], delivered)
+                for at, title, label, delivered in self.store.told_of(inc.id or 0)
+            ),
+            text=last.content if last else None,
+            battery=last.battery if last else None,
+            taken_by=inc.acknowledged_by,
+            taken_at=inc.acknowledged_at,
+        )
+
+    def take(self, token: str, name: str) -> AckResult:
+        """Acknowledge the token's incident (idempotent); the notice goes out at once."""
+        found = verify(self.key, token)
+        if found is None:
+            return AckResult(TakeStatus.NOT_OPEN)
+        incident_id, tag = found
+        out = self.processor.acknowledge(incident_id, name, f"web:{tag}")
+        self.queued()
+        status = {
+            AckStatus.ACKNOWLEDGED: TakeStatus.TAKEN,
+            AckStatus.ALREADY: TakeStatus.ALREADY,
+        }.get(out.status, TakeStatus.NOT_OPEN)
+        return AckResult(status, out.by, out.at)
+
+
 #: How long in-flight sends may finish after a stop signal.
 STOP_GRACE = 10.0
+#: The acknowledge page shows the device's last positions: at most this many, from at
+#: most this long before the incident began.
+LAST_POSITIONS = 5
+LAST_POSITIONS_SPAN = 6 * 3600.0
 #: A notification undelivered this long means the outbox is stuck (the service is blind).
 OUTBOX_STUCK_AFTER = 15 * 60.0
 #: How often the state's disk is probed (at most; at least once a poll interval).
@@ -101,15 +168,23 @@ class Service:
             zone=settings.zone, queued=self.sender.wake.set,
         )  # fmt: skip
         self.vitals = Vitals(started_at=self.clock.now())
+        # Signs acknowledgement links; generated once into the state dir when not set.
+        self.ack_key = load_key(settings.secret_key, settings.state_dir)
         self.processor = Processor(
             settings, config, store, self.clock,
             raise_notice=self.admin, queued=self.sender.wake.set, vitals=self.vitals,
+            ack_key=self.ack_key,
         )  # fmt: skip
         self.state_watch = StateWatch(
             store, self.clock, self.admin, notifier,
             every=min(STATE_PROBE, settings.poll_interval), vitals=self.vitals,
         )  # fmt: skip
-        self.web = WebServer(settings, store, self.clock, self.health)
+        self.ack_desk = AckDeskOverProcessor(
+            self.ack_key, store, self.processor, self.sender.wake.set
+        )
+        self.web = WebServer(
+            settings, store, self.clock, self.health, ack_desk=self.ack_desk, key=self.ack_key
+        )
         url = settings.heartbeat_url
         self.heartbeat = Heartbeat(
             url.get_secret_value() if url else None, self.health, self.clock,

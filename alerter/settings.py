@@ -106,9 +106,7 @@ def parse_listen(value: str) -> tuple[str, int] | None:
         if ":" in host:
             sep = ""  # a bare IPv6 address: its port is ambiguous
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(
-            f"expected host:port (127.0.0.1:8787, [::1]:8787) or off, got {value!r}"
-        )
+        raise ValueError(f"expected host:port (127.0.0.1:8787, [::1]:8787) or off, got {value!r}")
     return host, int(port)
 
 
@@ -393,12 +391,6 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
     return settings
 
 
-# -- what is set but does nothing -----------------------------------------------------------
-
-#: Settings for features not built yet: accepted, and told to do nothing.
-NOT_BUILT = {"public_url": "acknowledgement links", "secret_key": "acknowledgement links"}
-
-
 def known_variables() -> frozenset[str]:
     """Every setting's variable name, `ALERTER_FEEDS` ..."""
     return frozenset(PREFIX + name.upper() for name in Settings.model_fields)
@@ -449,15 +441,6 @@ def unknown_variables(
         elif binding.value is None:
             problems.append(Problem(source, line, f"{key}: no '=', ignored: write {key}=VALUE"))
     return problems
-
-
-def not_built(settings: Settings) -> list[Problem]:
-    """Warnings for settings that are set but belong to a feature not built yet."""
-    return [
-        Problem(f"{PREFIX}{name.upper()}", None, f"for {what}, not built yet: it has no effect")
-        for name, what in NOT_BUILT.items()
-        if getattr(settings, name) is not None
-    ]
 
 
 def state_dir_problem(state_dir: Path) -> Problem | None:

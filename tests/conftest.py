@@ -23,6 +23,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from e2e_support import World
 
+from alerter import masking
 from alerter.clock import SystemClock
 from alerter.sim import Simulator
 from alerter.store import Store
@@ -228,3 +229,12 @@ async def world(
         if w.service is not None:
             await w.service.stop()
         await sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def registry(monkeypatch: pytest.MonkeyPatch) -> masking.Registry:
+    """A fresh process-wide secret registry for each test: a secret one test registers
+    (a CLI test's settings) must not mask another test's page or log."""
+    fresh = masking.Registry()
+    monkeypatch.setattr(masking, "REGISTRY", fresh)
+    return fresh

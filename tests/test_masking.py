@@ -125,14 +125,6 @@ def leaks(text: str, secret: str = PW) -> list[str]:
     return sorted(w for w in windows(secret) if w in text)
 
 
-@pytest.fixture(autouse=True)
-def registry(monkeypatch: pytest.MonkeyPatch) -> masking.Registry:
-    """A fresh process-wide registry for each test (secrets never leak between tests)."""
-    fresh = masking.Registry()
-    monkeypatch.setattr(masking, "REGISTRY", fresh)
-    return fresh
-
-
 @pytest.fixture
 def logging_restored() -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in ("", "apprise", "urllib3")]

@@ -32,6 +32,7 @@ from alerter.outbox import (
     HealthChange,
     Sender,
     blocks,
+    next_due,
     obsolete,
     track_health,
     why_not,
@@ -552,7 +553,7 @@ async def test_a_delivery_to_a_target_gone_from_the_config_is_dropped(
     assert notifier.got(B.id) == ["HELP", "HELP update"]
     assert [r.state for r in rows(store, A.id)] == ["dropped", "dropped"]
     assert all("no longer in the Apprise config" in (r.last_error or "") for r in rows(store, A.id))
-    assert store.next_delivery_at() is None
+    assert next_due(store.pending_deliveries()) is None
 
 
 @pytest.mark.parametrize(
@@ -919,3 +920,16 @@ async def test_use_drops_deliveries_to_a_target_left_out_before_they_are_tried(
     assert notifier.got(B.id) == ["HELP"]
     [row_a] = rows(store, A.id)
     assert (row_a.state, row_a.last_error) == ("dropped", TARGET_GONE)
+
+
+async def test_the_sender_sleeps_until_the_blocking_retry(
+    store: Store, clock: FakeClock, notifier: RecordingNotifier, admin: AdminHookRecorder
+) -> None:
+    sender = sender_for(store, clock, notifier, admin)
+    notifier.down.add(A.id)
+    enqueue(store, clock, "HELP: Alice", [A], incident=incident(1))
+    enqueue(store, clock, "HELP update: Alice", [A], incident=incident(1))
+    await sender.deliver_due()  # the HELP fails; the update waits behind it
+    [help_row] = [r for r in rows(store, A.id) if r.title == "HELP: Alice"]
+
+    assert next_due(store.pending_deliveries()) == help_row.next_attempt > clock.now()

@@ -458,8 +458,12 @@ ORDINARY = [
 def test_short_form_fits_one_segment_in_ordinary_cases(d: Decision) -> None:
     long_text = with_content(d, "Twisted ankle below the pass, waiting at the hut " * 4)
     for case in (d, long_text):
-        short = render(case, NOW, ZURICH, ACK).short
+        short = render(case, NOW, ZURICH).short
         assert len(short) <= SMS_ONE, short
+        # The acknowledgement link is worth a second segment, and is never cut.
+        linked = render(case, NOW, ZURICH, ACK).short
+        assert len(linked) <= SMS_TWO, linked
+        assert (ACK in linked.split()) is (case.incident.state is IncidentState.OPEN)
     assert render(long_text, NOW, ZURICH).short.endswith("...")
 
 

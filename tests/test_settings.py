@@ -17,7 +17,6 @@ from alerter.settings import (
     known_variables,
     load_settings,
     mask_id,
-    not_built,
     read_settings,
     state_dir_problem,
     unknown_variables,
@@ -424,7 +423,7 @@ def _example_names() -> list[str]:
 def test_env_example_lists_every_setting_built_and_nothing_else() -> None:
     names = _example_names()
     assert len(names) == len(set(names))
-    assert set(names) == known_variables() - {"ALERTER_PUBLIC_URL", "ALERTER_SECRET_KEY"}
+    assert set(names) == known_variables()
 
 
 def test_env_example_as_is_is_the_defaults_and_says_empty_is_unset(tmp_path: Path) -> None:
@@ -448,14 +447,6 @@ def test_env_example_feeds_line_is_valid_json_when_uncommented(tmp_path: Path) -
 
 
 # -- settings that do nothing yet, and a state folder that can never be -------------------------
-
-
-def test_not_built_settings_are_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert not_built(load_settings(env_file=None)) == []
-    monkeypatch.setenv("ALERTER_PUBLIC_URL", "https://alerter.club.ch")
-    assert [str(p) for p in not_built(load_settings(env_file=None))] == [
-        "ALERTER_PUBLIC_URL: for acknowledgement links, not built yet: it has no effect"
-    ]
 
 
 @pytest.mark.parametrize(

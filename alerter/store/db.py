@@ -136,6 +136,12 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN set_aside TEXT;
     """,
+    # 4: who took an incident (acknowledged it), when, and how (`cli`, `web:TAG`).
+    """
+    ALTER TABLE incidents ADD COLUMN acknowledged_by TEXT;
+    ALTER TABLE incidents ADD COLUMN acknowledged_at REAL;
+    ALTER TABLE incidents ADD COLUMN acknowledged_via TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -73,11 +73,6 @@ class Outbox(Database):
             for r in rows
         ]
 
-    def next_delivery_at(self) -> float | None:
-        """When the earliest pending delivery is due."""
-        rows = self._query("SELECT MIN(next_attempt) AS t FROM deliveries WHERE state = 'pending'")
-        return rows[0]["t"] if rows else None
-
     def mark_sent(self, delivery_id: int, at: float) -> None:
         """Record a delivery (only after the target accepted it)."""
         with self.transaction() as c:
@@ -103,6 +98,17 @@ class Outbox(Database):
                 "UPDATE deliveries SET state = 'dropped', last_error = ? WHERE id = ?",
                 (why, delivery_id),
             )
+
+    def told_of(self, incident_id: int) -> list[tuple[float, str, str, bool]]:
+        """Who an incident's notifications reached: (when, title, target label, delivered),
+        one per delivery, oldest first (the time is the send, or the writing when unsent)."""
+        rows = self._query(
+            "SELECT COALESCE(d.sent_at, n.created_at) AS at, n.title, d.label, d.state "
+            "FROM notifications n JOIN deliveries d ON d.notification_id = n.id "
+            "WHERE n.incident_id = ? ORDER BY n.id, d.id",
+            (incident_id,),
+        )
+        return [(r["at"], r["title"], r["label"], r["state"] == "sent") for r in rows]
 
     def delivery_counts(self) -> dict[str, int]:
         """Deliveries by state."""
