@@ -317,7 +317,7 @@ class Processor:
             try:
                 next_due = self.process().next_due
                 self.check_feeds()
-                self.vitals.oldest_pending = self.store.oldest_pending_delivery()
+                self.vitals.oldest_pending = self.store.oldest_unheard()
                 self.vitals.cycled(self.clock.now())
             except AlerterError:
                 log.exception("processing failed; retrying")

@@ -412,7 +412,7 @@ _ADMIN: dict[AdminKind, tuple[Severity, str, str, str]] = {
         Severity.CRITICAL,
         "Feed failing: the service cannot read feed {subject}; "
         "a HELP from its devices is not seen until it recovers.",
-        "It keeps retrying with backoff within SPOT's limits; the other feeds continue. "
+        "It retries at every poll interval, within SPOT's limits; the other feeds continue. "
         "You will hear when the feed recovers; messages missed meanwhile are alerted then, "
         "marked late.",
         "HELPs on this feed go unseen until it recovers.",
@@ -449,9 +449,10 @@ _ADMIN: dict[AdminKind, tuple[Severity, str, str, str]] = {
     ),
     AdminKind.RULES_REJECTED: (
         Severity.WARNING,
-        "Rules rejected: the rule files ({subject}) have errors and were not loaded.",
-        "The previous rules stay in force until the files are fixed; `alerter check` lists "
-        "each problem with its file and line.",
+        "Rules rejected: the rule files or the Apprise config have errors ({subject}) and "
+        "were not loaded.",
+        "The previous rules and targets stay in force until the files are fixed; "
+        "`alerter check` lists each problem with its file and line.",
         "Previous rules stay in force; run alerter check.",
     ),
     AdminKind.MESSAGE_SET_ASIDE: (

@@ -115,7 +115,7 @@ def state_health(store: Store, settings: Settings, now: float, *, stuck_after: f
         started_at=started_at(store) or now,
         last_cycle=float(probe) if probe else None,
         feeds=feed_statuses(store, settings, now),
-        oldest_pending=store.oldest_pending_delivery(),
+        oldest_pending=store.oldest_unheard(),
     )
     return verdict(vitals, now, interval=settings.poll_interval, stuck_after=stuck_after)
 
@@ -135,7 +135,10 @@ def build(
     names = settings.feed_names({fid: st.name for fid, st in states.items()})
     counts = store.message_counts()
     started = started_at(store)
-    needs_admin: list[str] = []
+    # A service that is stalled, blind or not running needs an admin before anything else.
+    needs_admin: list[str] = [
+        masked(f"the service: {reason}", settings) for reason in health.reasons
+    ]
 
     feeds = []
     for fid, st in states.items():

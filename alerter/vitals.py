@@ -6,7 +6,8 @@ The tasks report what they did (`Vitals`); `verdict` judges it with `now`:
 - the loop is stalled when the processor has not finished a cycle within two poll
   intervals (at least a minute: it cycles at least every 30 s);
 - the store is failing when the last probe could not write;
-- the outbox is stuck when a notification has waited longer than `stuck_after`;
+- the outbox is stuck when a notification no target has taken has waited longer than
+  `stuck_after` (one failing target among working ones is `Delivery failing`, not this);
 - the service is *blind* when every feed is failing or blocked, the store is failing,
   or the outbox is stuck: nobody would hear of a HELP.
 
@@ -33,7 +34,7 @@ class Vitals:
     last_cycle: float | None = None  # when the processor last finished a cycle
     store_error: str | None = None  # the state's last write probe failed with this
     feeds: dict[str, FeedStatus] = field(default_factory=dict)  # display name -> status
-    oldest_pending: float | None = None  # creation time of the oldest undelivered notice
+    oldest_pending: float | None = None  # when the oldest notification nobody took was written
 
     def cycled(self, at: float) -> None:
         """The processor finished a cycle."""

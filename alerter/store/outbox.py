@@ -123,6 +123,18 @@ class Outbox(Database):
         )
         return rows[0]["t"] if rows else None
 
+    def oldest_unheard(self) -> float | None:
+        """When the oldest notification that no target has taken yet was written: one
+        still pending everywhere (a notification some target took was heard)."""
+        rows = self._query(
+            "SELECT MIN(n.created_at) AS t FROM notifications n WHERE "
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id "
+            "        AND d.state = 'pending') AND "
+            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id "
+            "            AND d.state = 'sent')"
+        )
+        return rows[0]["t"] if rows else None
+
     def target_health(self, target: str) -> TargetHealth | None:
         """A target's delivery record."""
         rows = self._query("SELECT * FROM targets WHERE target = ?", (target,))
