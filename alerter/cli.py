@@ -274,7 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no state yet in {settings.state_dir} (has `alerter run` started?)",
               file=sys.stderr if args.json else sys.stdout)  # fmt: skip
         return 1
-    store = Store.open(settings.database)
+    store = Store.open(settings.database, migrate=False)
     try:
         now = SystemClock().now()
         health = report.state_health(store, settings, now, stuck_after=OUTBOX_STUCK_AFTER)
@@ -301,7 +301,7 @@ def cmd_incidents(_: argparse.Namespace) -> int:
     if not settings.database.exists():
         print(f"no state yet in {settings.state_dir} (has `alerter run` started?)")
         return 1
-    store = Store.open(settings.database)
+    store = Store.open(settings.database, migrate=False)
     try:
         incidents = [i for i in store.incidents() if i.is_open]
         devices = store.devices()
@@ -388,7 +388,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not settings.database.exists():
         print(f"alerter: no state yet in {settings.state_dir}", file=sys.stderr)
         return 1
-    store = Store.open(settings.database)
+    store = Store.open(settings.database, migrate=False)
     try:
         try:
             device = choose_device(store.devices().values(), args.device)
@@ -444,7 +444,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"alerter: {path} exists; --force replaces it", file=sys.stderr)
         return 1
     # No state lock: the backup API reads one snapshot beside a running service (WAL).
-    store = Store.open(settings.database)
+    store = Store.open(settings.database, migrate=False)
     try:
         size, integrity, version = store.backup(path, replace=args.force)
     except StoreError as exc:

@@ -492,3 +492,23 @@ def test_feed_state_survives_reopen(db_path: Path) -> None:
 def test_record_failure_of_unknown_feed(store: Store) -> None:
     store.record_failure("NOPE", T0, FeedErrorKind.UNAVAILABLE, "x", None)
     assert "NOPE" not in store.feed_states()
+
+
+def test_a_read_only_open_refuses_an_older_schema_and_changes_nothing(db_path: Path) -> None:
+    """`status`, `export` and `backup` of a newly installed version must not migrate the
+    live database under the old service: they open it without migrating."""
+    Store.open(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+    conn.close()
+
+    with pytest.raises(StoreError, match="older than this version's"):
+        Store.open(db_path, migrate=False)
+
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION - 1
+    conn.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")  # as the service leaves it
+    conn.close()
+    Store.open(db_path, migrate=False).close()  # current: fine

@@ -155,8 +155,10 @@ class Database:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> Self:
-        """Open (creating, 0700 directory) and migrate the database at `path`."""
+    def open(cls, path: Path, *, migrate: bool = True) -> Self:
+        """Open (creating, 0700 directory) and migrate the database at `path`. With
+        `migrate=False` (the read-only commands) an older schema is refused instead: a
+        new version's `status` must not migrate the live database under the old service."""
         conn: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -170,7 +172,7 @@ class Database:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             store = cls(conn, path)
-            store._migrate()
+            store._migrate(apply=migrate)
         except (sqlite3.Error, OSError, StoreError) as exc:
             # A refused database (e.g. a newer schema) must not leave its connection open.
             if conn is not None:
@@ -184,12 +186,18 @@ class Database:
         """Close the connection."""
         self.conn.close()
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, apply: bool = True) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema {version}, newer than this version knows "
                 f"({SCHEMA_VERSION}); upgrade spot-alerter"
+            )
+        if not apply and 0 < version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema {version}, older than this version's "
+                f"({SCHEMA_VERSION}): `alerter run` of this version migrates it when it "
+                "starts; nothing was changed"
             )
         for number in range(version, SCHEMA_VERSION):
             # One script, one transaction: a migration applies whole or not at all.
@@ -282,10 +290,11 @@ class Database:
                     version = int(check.execute("PRAGMA user_version").fetchone()[0])
                 finally:
                     check.close()
-                if integrity != "ok" or version != SCHEMA_VERSION:
+                expected = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+                if integrity != "ok" or version != expected:
                     raise StoreError(
                         f"the copy failed its check (integrity: {integrity}; schema {version}, "
-                        f"expected {SCHEMA_VERSION}); {path} was not written"
+                        f"expected {expected}); {path} was not written"
                     )
                 if replace:
                     os.replace(tmp, target)
