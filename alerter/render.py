@@ -309,13 +309,16 @@ def _time_label(d: Decision) -> str:
 def _position_lines(d: Decision, now: float, zone: ZoneInfo) -> list[str]:
     fix = _fix(d.message)
     if fix is not None:
-        return [f"Position: {_coords(*fix)}", f"Map: {_osm(*fix)}"]
+        return [f"Position: {_coords(*fix)}", f"Map: {osm_link(*fix)}"]
     lines = ["Position: no GPS fix"]
     last = _last_fix(d)
     if last is not None:
         received, (lat, lon) = last
         when = _when(received.message.unix_time, now, zone)
-        lines += [f"Last known position: {_coords(lat, lon)} at {when}", f"Map: {_osm(lat, lon)}"]
+        lines += [
+            f"Last known position: {_coords(lat, lon)} at {when}",
+            f"Map: {osm_link(lat, lon)}",
+        ]
     return lines
 
 
@@ -539,21 +542,23 @@ def _compact(seconds: float) -> str:
 
 
 def _coords(lat: float, lon: float, sep: str = ", ") -> str:
-    return f"{_degrees(lat)}{sep}{_degrees(lon)}"
+    return f"{degrees(lat)}{sep}{degrees(lon)}"
 
 
-def _degrees(value: float) -> str:
+def degrees(value: float) -> str:
+    """Five decimals (about a metre), never `-0.00000`."""
     text = f"{value:.5f}"
     return "0.00000" if text == "-0.00000" else text
 
 
-def _osm(lat: float, lon: float) -> str:
-    la, lo = _degrees(lat), _degrees(lon)
+def osm_link(lat: float, lon: float) -> str:
+    """An OpenStreetMap link with a marker at the position."""
+    la, lo = degrees(lat), degrees(lon)
     return f"https://www.openstreetmap.org/?mlat={la}&mlon={lo}#map=14/{la}/{lo}"
 
 
 def _osm_short(lat: float, lon: float) -> str:
-    return f"https://osm.org/?mlat={_degrees(lat)}&mlon={_degrees(lon)}"
+    return f"https://osm.org/?mlat={degrees(lat)}&mlon={degrees(lon)}"
 
 
 def _fix(received: Received | None) -> tuple[float, float] | None:

@@ -308,7 +308,7 @@ async def test_a_get_shows_the_incident_and_the_form_and_never_acknowledges(site
     # Where: the last fix (the latest HELP had none), with a map link.
     assert "46.55000, 7.98000" in text
     assert "The latest message (07:58 UTC (08:58 CET), 15 Jan 2027, 2 min ago) had no GPS" in text
-    osm = "https://www.openstreetmap.org/?mlat=46.55000&amp;mlon=7.98000#map=15/46.55000/7.98000"
+    osm = "https://www.openstreetmap.org/?mlat=46.55000&amp;mlon=7.98000#map=14/46.55000/7.98000"
     assert f'href="{osm}"' in page.body
     # The last positions, and who was told when.
     assert "46.54321, 7.97654" in text

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from alerter.durations import ago
+from alerter.render import degrees, osm_link
 from alerter.web.ack import AckResult, IncidentView, Position, TakeStatus, Told
 
 #: Seconds between two refreshes of the board.
@@ -90,18 +91,6 @@ def unix(text: str | None) -> float | None:
     return None if text is None else datetime.fromisoformat(text).timestamp()
 
 
-def degrees(value: float) -> str:
-    """Five decimals (about a metre), as the alerts give them."""
-    text = f"{value:.5f}"
-    return "0.00000" if text == "-0.00000" else text
-
-
-def osm(lat: float, lon: float) -> str:
-    """An OpenStreetMap link with a marker at the position."""
-    la, lo = degrees(lat), degrees(lon)
-    return f"https://www.openstreetmap.org/?mlat={la}&mlon={lo}#map=15/{la}/{lo}"
-
-
 def place(lat: float | None, lon: float | None) -> Html:
     """`46.55000, 7.98000 (map)` with an OpenStreetMap link, or `no GPS fix`."""
     if lat is None or lon is None:
@@ -110,7 +99,7 @@ def place(lat: float | None, lon: float | None) -> Html:
         '{lat}, {lon} <a href="{url}" rel="noopener noreferrer" target="_blank">map</a>',
         lat=degrees(lat),
         lon=degrees(lon),
-        url=osm(lat, lon),
+        url=osm_link(lat, lon),
     )
 
 
@@ -192,7 +181,7 @@ def _where(view: IncidentView, now: float, zone: ZoneInfo) -> Html:
                 '<p><a class="button" href="{url}" rel="noopener noreferrer" '
                 'target="_blank">Open in OpenStreetMap</a></p>\n<p>Position of {at}.</p>',
                 coords=f"{degrees(fix.latitude)}, {degrees(fix.longitude)}",
-                url=osm(fix.latitude, fix.longitude),
+                url=osm_link(fix.latitude, fix.longitude),
                 at=when(fix.at, now, zone),
             )
         )

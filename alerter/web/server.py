@@ -47,6 +47,7 @@ from alerter import masking, metrics, report
 from alerter.clock import Clock
 from alerter.errors import ConfigError, Problem, StoreError
 from alerter.settings import Settings, mask_id
+from alerter.settings import parse_listen as settings_listen
 from alerter.store import Store
 from alerter.vitals import Health
 from alerter.web import board, pages
@@ -76,27 +77,11 @@ LOGINS_PER_MINUTE = 10
 
 
 def parse_listen(value: str) -> tuple[str, int] | None:
-    """`host:port` or `[v6-address]:port` as (host, port); None when empty (off)."""
-    text = value.strip()
-    if not text:
-        return None
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-        if ":" in host:
-            sep = ""  # a bare IPv6 address: its port is ambiguous
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(
-            [
-                Problem(
-                    "ALERTER_HTTP_LISTEN",
-                    None,
-                    f"expected host:port (127.0.0.1:8787, [::1]:8787) or empty, got {value!r}",
-                )
-            ]
-        )
-    return host, int(port)
+    """`ALERTER_HTTP_LISTEN` as (host, port), None when off; ConfigError naming it."""
+    try:
+        return settings_listen(value)
+    except ValueError as exc:
+        raise ConfigError([Problem("ALERTER_HTTP_LISTEN", None, str(exc))]) from None
 
 
 class WebServer:
