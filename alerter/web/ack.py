@@ -19,15 +19,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from alerter.models import IncidentState
 
-#: The longest name the form keeps (longer ones are cut, never refused).
-NAME_MAX = 60
 #: How long a served form may be submitted (seconds).
 PROOF_TTL = 12 * 3600.0
 #: How far ahead of the server's clock a proof may claim to be (clock steps).
@@ -110,17 +107,6 @@ class AckDesk(Protocol):
     def take(self, token: str, name: str) -> AckResult:
         """Acknowledge as `name` (already cleaned by `clean_name`, never empty)."""
         ...
-
-
-def clean_name(raw: str) -> str:
-    """A name as typed, made safe to store and show: control and format characters out,
-    whitespace runs as one space, at most `NAME_MAX` characters; "" when nothing is left."""
-    kept = "".join(
-        " " if ch.isspace() else ch
-        for ch in unicodedata.normalize("NFC", raw)
-        if ch.isspace() or unicodedata.category(ch)[0] != "C"
-    )
-    return " ".join(kept.split())[:NAME_MAX].strip()
 
 
 class FormProof:

@@ -18,9 +18,10 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import hdrs, web
 
+from alerter.ack import clean_name
 from alerter.clock import Clock
 from alerter.web import pages
-from alerter.web.ack import AckDesk, FormProof, IncidentView, TakeStatus, clean_name
+from alerter.web.ack import AckDesk, FormProof, IncidentView, TakeStatus
 from alerter.web.guard import RateLimiter, client_address, foreign_request
 from alerter.web.pages import Html
 
@@ -86,7 +87,7 @@ class AckViews:
         now = self.clock.now()
         if not isinstance(proof, str) or not self.proof.check(token, proof, now):
             return self._page(pages.refused_page(), 403)
-        name = clean_name(raw_name) if isinstance(raw_name, str) else ""
+        name = (clean_name(raw_name) if isinstance(raw_name, str) else None) or ""
         if not name and view.taken_by is None:
             return self._ask_for_a_name(view, token, now)
         try:
