@@ -320,6 +320,22 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One notification of an incident to one target, as the outbox recorded it."""
+
+    notification_id: int
+    incident_id: int
+    created_at: float
+    kind: str
+    title: str
+    label: str
+    state: DeliveryState
+    sent_at: float | None
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class TargetHealth:
     """A target's delivery record."""
 

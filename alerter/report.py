@@ -25,7 +25,7 @@ from typing import Any
 from alerter import masking, metrics
 from alerter.durations import ago
 from alerter.health import feed_status
-from alerter.models import DeliveryState, FeedStatus, TargetHealth
+from alerter.models import DeliveryState, FeedStatus
 from alerter.settings import Settings, mask_id
 from alerter.store import Store
 from alerter.vitals import Health, Vitals, verdict
@@ -69,18 +69,6 @@ def masked(text: str, settings: Settings) -> str:
 def started_at(store: Store) -> float:
     """When the service last started (0 when it never did)."""
     return float(store.get_meta("started_at") or 0)
-
-
-def target_healths(store: Store) -> list[TargetHealth]:
-    """Every target the outbox has a record of, by label."""
-    # The store has no public listing of the targets table yet: one read query.
-    rows = store._query(
-        "SELECT target, label, failures, failing_since, told FROM targets ORDER BY label"
-    )
-    return [
-        TargetHealth(r["target"], r["label"], r["failures"], r["failing_since"], bool(r["told"]))
-        for r in rows
-    ]
 
 
 def health_json(health: Health, now: float) -> dict[str, Any]:
@@ -221,7 +209,7 @@ def build(
         )
 
     targets = []
-    for t in target_healths(store):
+    for t in store.target_healths():
         if t.failures and t.told:
             needs_admin.append(f"target {t.label} is failing ({t.failures} attempts)")
         targets.append(
@@ -318,7 +306,7 @@ def metrics_reading(
     }
     oldest = store.oldest_pending_delivery()
     failing: dict[str, bool] = {}
-    for t in target_healths(store):
+    for t in store.target_healths():
         failing[t.label] = failing.get(t.label, False) or t.failures > 0
     return metrics.StateReading(
         healthy=health.healthy,

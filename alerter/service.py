@@ -30,7 +30,7 @@ from alerter.clock import Clock, SystemClock, sleep_or_wake
 from alerter.config import Config, load_config
 from alerter.errors import ConfigError, StoreError
 from alerter.heartbeat import Heartbeat
-from alerter.models import AdminKind, AdminNotice
+from alerter.models import AdminKind, AdminNotice, DeliveryState
 from alerter.notify import AppriseNotifier, Notifier
 from alerter.outbox import Sender
 from alerter.process import Processor
@@ -83,8 +83,13 @@ class AckDeskOverProcessor:
                 for r in reversed(track[-LAST_POSITIONS:])
             ),
             told=tuple(
-                Told(at, label, title.split(":")[0], delivered)
-                for at, title, label, delivered in self.store.told_of(inc.id or 0)
+                Told(
+                    d.sent_at or d.created_at,
+                    d.label,
+                    d.title.split(":")[0],
+                    d.state is DeliveryState.SENT,
+                )
+                for d in self.store.deliveries_of([inc.id or 0])
             ),
             text=last.content if last else None,
             battery=last.battery if last else None,

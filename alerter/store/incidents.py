@@ -82,20 +82,14 @@ class Incidents(Database):
         """Open incidents, plus those resolved since `resolved_since` when given: of every
         device, or only of `devices` and of `rules` (what one evaluation can need)."""
         since = float("inf") if resolved_since is None else resolved_since
-        if devices is None:
-            rows = self._query(
-                f"SELECT {_INCIDENT_READ} FROM incidents "  # noqa: S608
-                "WHERE state != 'resolved' OR resolved_at >= ? ORDER BY id",
-                (since,),
-            )
-        else:
-            rows = self._query(
-                f"SELECT {_INCIDENT_READ} FROM incidents "  # noqa: S608
-                "WHERE state != 'resolved' OR (resolved_at >= ? AND ("
-                "  device_id IN (SELECT value FROM json_each(?))"
-                "  OR rule IN (SELECT value FROM json_each(?)))) ORDER BY id",
-                (since, json.dumps(sorted(devices)), json.dumps(sorted(rules))),
-            )
+        everyone = devices is None  # resolved ones of every device, or only those named
+        rows = self._query(
+            f"SELECT {_INCIDENT_READ} FROM incidents "  # noqa: S608
+            "WHERE state != 'resolved' OR (resolved_at >= ? AND (?"
+            "  OR device_id IN (SELECT value FROM json_each(?))"
+            "  OR rule IN (SELECT value FROM json_each(?)))) ORDER BY id",
+            (since, everyone, json.dumps(sorted(devices or ())), json.dumps(sorted(rules))),
+        )
         return [_incident(r) for r in rows]
 
     def incident(self, incident_id: int) -> Incident | None:

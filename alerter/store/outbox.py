@@ -6,10 +6,19 @@ admin notice) behind it; a delivery is marked sent only after its target accepte
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
-from alerter.models import Delivery, IncidentState, Outgoing, Severity, TargetHealth
+from alerter.models import (
+    Delivery,
+    DeliveryRecord,
+    DeliveryState,
+    IncidentState,
+    Outgoing,
+    Severity,
+    TargetHealth,
+)
 from alerter.store.db import Database
 
 
@@ -28,6 +37,10 @@ def write_outgoing(c: sqlite3.Connection, outgoing: Sequence[Outgoing], at: floa
             "VALUES (?, ?, ?, ?, ?)",
             [(cur.lastrowid, t, label, int(short), at) for t, label, short in o.targets],
         )
+
+
+def _target_health(r: sqlite3.Row) -> TargetHealth:
+    return TargetHealth(r["target"], r["label"], r["failures"], r["failing_since"], bool(r["told"]))
 
 
 class Outbox(Database):
@@ -99,16 +112,22 @@ class Outbox(Database):
                 (why, delivery_id),
             )
 
-    def told_of(self, incident_id: int) -> list[tuple[float, str, str, bool]]:
-        """Who an incident's notifications reached: (when, title, target label, delivered),
-        one per delivery, oldest first (the time is the send, or the writing when unsent)."""
+    def deliveries_of(self, incident_ids: Sequence[int]) -> list[DeliveryRecord]:
+        """Every delivery of these incidents' notifications, oldest notification first."""
         rows = self._query(
-            "SELECT COALESCE(d.sent_at, n.created_at) AS at, n.title, d.label, d.state "
-            "FROM notifications n JOIN deliveries d ON d.notification_id = n.id "
-            "WHERE n.incident_id = ? ORDER BY n.id, d.id",
-            (incident_id,),
+            "SELECT n.id, n.incident_id, n.created_at, n.kind, n.title, d.label, d.state, "
+            "d.sent_at, d.attempts, d.last_error FROM notifications n "
+            "JOIN deliveries d ON d.notification_id = n.id "
+            "WHERE n.incident_id IN (SELECT value FROM json_each(?)) ORDER BY n.id, d.id",
+            (json.dumps(list(incident_ids)),),
         )
-        return [(r["at"], r["title"], r["label"], r["state"] == "sent") for r in rows]
+        return [
+            DeliveryRecord(
+                r["id"], r["incident_id"], r["created_at"], r["kind"], r["title"], r["label"],
+                DeliveryState(r["state"]), r["sent_at"], r["attempts"], r["last_error"],
+            )
+            for r in rows
+        ]  # fmt: skip
 
     def delivery_counts(self) -> dict[str, int]:
         """Deliveries by state."""
@@ -125,25 +144,25 @@ class Outbox(Database):
 
     def oldest_unheard(self) -> float | None:
         """When the oldest notification that no target has taken yet was written: one
-        still pending everywhere (a notification some target took was heard)."""
+        still pending everywhere (a notification some target took was heard). Read every
+        cycle: it starts from the pending deliveries (indexed), not from the history."""
         rows = self._query(
-            "SELECT MIN(n.created_at) AS t FROM notifications n WHERE "
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id "
-            "        AND d.state = 'pending') AND "
-            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id "
-            "            AND d.state = 'sent')"
+            "SELECT MIN(n.created_at) AS t FROM notifications n "
+            "WHERE n.id IN (SELECT notification_id FROM deliveries WHERE state = 'pending') "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id "
+            "                AND d.state = 'sent')"
         )
         return rows[0]["t"] if rows else None
+
+    def target_healths(self) -> list[TargetHealth]:
+        """Every target the outbox has a record of, by label."""
+        rows = self._query("SELECT * FROM targets ORDER BY label")
+        return [_target_health(r) for r in rows]
 
     def target_health(self, target: str) -> TargetHealth | None:
         """A target's delivery record."""
         rows = self._query("SELECT * FROM targets WHERE target = ?", (target,))
-        if not rows:
-            return None
-        r = rows[0]
-        return TargetHealth(
-            r["target"], r["label"], r["failures"], r["failing_since"], bool(r["told"])
-        )
+        return _target_health(rows[0]) if rows else None
 
     def set_target_health(self, health: TargetHealth) -> None:
         """Store a target's delivery record."""

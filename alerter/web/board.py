@@ -9,7 +9,6 @@ delivery error, a label) is masked again, as the report's own texts are.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
@@ -90,33 +89,25 @@ def _notifications(
     """Each incident's latest notifications, oldest first, with their deliveries."""
     if not incident_ids:
         return {}
-    # The store has no public listing of sent notifications yet: one read query.
-    rows = store._query(
-        "SELECT n.id, n.incident_id, n.created_at, n.kind, n.title, d.label, d.state, "
-        "d.sent_at, d.attempts, d.last_error FROM notifications n "
-        "JOIN deliveries d ON d.notification_id = n.id "
-        "WHERE n.incident_id IN (SELECT value FROM json_each(?)) ORDER BY n.id, d.id",
-        (json.dumps(incident_ids),),
-    )
     by_id: dict[int, dict[str, Any]] = {}
     per_incident: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        note = by_id.get(r["id"])
+    for d in store.deliveries_of(incident_ids):
+        note = by_id.get(d.notification_id)
         if note is None:
-            note = by_id[r["id"]] = {
-                "at": report.iso(r["created_at"]),
-                "kind": r["kind"],
-                "title": r["title"],
+            note = by_id[d.notification_id] = {
+                "at": report.iso(d.created_at),
+                "kind": d.kind,
+                "title": d.title,
                 "deliveries": [],
             }
-            per_incident[r["incident_id"]].append(note)
+            per_incident[d.incident_id].append(note)
         note["deliveries"].append(
             {
-                "label": report.masked(r["label"], settings),
-                "state": r["state"],
-                "sent_at": report.iso(r["sent_at"]),
-                "attempts": r["attempts"],
-                "error": report.masked(r["last_error"], settings) if r["last_error"] else None,
+                "label": report.masked(d.label, settings),
+                "state": d.state.value,
+                "sent_at": report.iso(d.sent_at),
+                "attempts": d.attempts,
+                "error": report.masked(d.last_error, settings) if d.last_error else None,
             }
         )
     return {k: v[-NOTIFICATIONS:] for k, v in per_incident.items()}
