@@ -19,7 +19,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -51,13 +51,10 @@ class AckDeskOverProcessor:
     """The acknowledge pages' desk (`alerter.web.ack.AckDesk`): tokens from `alerter.ack`,
     the incident from the store, and `Processor.acknowledge` for the one way to take it."""
 
-    def __init__(
-        self, key: bytes, store: Store, processor: Processor, queued: Callable[[], None]
-    ) -> None:
+    def __init__(self, key: bytes, store: Store, processor: Processor) -> None:
         self.key = key
         self.store = store
         self.processor = processor
-        self.queued = queued
 
     def view(self, token: str) -> IncidentView | None:
         """The incident behind a token: None when forged, altered, unknown or resolved."""
@@ -98,13 +95,12 @@ class AckDeskOverProcessor:
         )
 
     def take(self, token: str, name: str) -> AckResult:
-        """Acknowledge the token's incident (idempotent); the notice goes out at once."""
+        """Acknowledge the token's incident (idempotent); the processor wakes the sender."""
         found = verify(self.key, token)
         if found is None:
             return AckResult(TakeStatus.NOT_OPEN)
         incident_id, tag = found
         out = self.processor.acknowledge(incident_id, name, f"web:{tag}")
-        self.queued()
         status = {
             AckStatus.ACKNOWLEDGED: TakeStatus.TAKEN,
             AckStatus.ALREADY: TakeStatus.ALREADY,
@@ -167,11 +163,12 @@ class Service:
         self.feed_source = feed_source
         self.stop_event = asyncio.Event()
         notifier = notifier or AppriseNotifier()
-        self.sender = Sender(store, config.targets, notifier, self.clock, self._raise)
+        # The notices wake the sender, which is built next and raises these notices.
         self.admin = AdminNotices(
             store, self.clock, config.targets, admin_tag=settings.admin_tag,
-            zone=settings.zone, queued=self.sender.wake.set,
+            zone=settings.zone, queued=lambda: self.sender.wake.set(),  # noqa: PLW0108
         )  # fmt: skip
+        self.sender = Sender(store, config.targets, notifier, self.clock, self.admin)
         self.vitals = Vitals(started_at=self.clock.now())
         # Signs acknowledgement links; generated once into the state dir when not set.
         self.ack_key = load_key(settings.secret_key, settings.state_dir)
@@ -184,9 +181,7 @@ class Service:
             store, self.clock, self.admin, notifier,
             every=min(STATE_PROBE, settings.poll_interval), vitals=self.vitals,
         )  # fmt: skip
-        self.ack_desk = AckDeskOverProcessor(
-            self.ack_key, store, self.processor, self.sender.wake.set
-        )
+        self.ack_desk = AckDeskOverProcessor(self.ack_key, store, self.processor)
         self.web = WebServer(
             settings, store, self.clock, self.health, ack_desk=self.ack_desk, key=self.ack_key
         )
@@ -200,9 +195,6 @@ class Service:
             ready=lambda: self.vitals.last_cycle is not None,
             status=lambda h: describe_status(len(settings.feeds), len(store.incidents()), h),
         )  # fmt: skip
-
-    def _raise(self, notice: AdminNotice, exclude_target: str | None) -> None:
-        self.admin(notice, exclude_target)
 
     def health(self) -> Health:
         """Is the service alive and seeing, now (`alerter.vitals`)."""
